@@ -1,0 +1,46 @@
+"""Names the operator and the server agree on: API coordinates, labels and settings env vars."""
+
+from typing import Final
+
+GROUP: Final = "modeldeploy.dev"
+VERSION: Final = "v1alpha1"
+KIND: Final = "ModelDeployment"
+PLURAL: Final = "modeldeployments"
+SINGULAR: Final = "modeldeployment"
+SHORT_NAMES: Final = ("md",)
+CATEGORIES: Final = ("ml",)
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+FIELD_MANAGER: Final = "modeldeploy-operator"
+
+# Labels put on every child object.
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_MD: Final = f"{GROUP}/modeldeployment"
+LABEL_MODEL_VERSION: Final = f"{GROUP}/model-version"
+MANAGED_BY: Final = "modeldeploy"
+
+# Settings of the server process: env var names (pydantic-settings, prefix MODELDEPLOY_).
+ENV_PREFIX: Final = "MODELDEPLOY_"
+ENV_MODEL_NAME: Final = "MODELDEPLOY_MODEL_NAME"
+ENV_MODEL_VERSION: Final = "MODELDEPLOY_MODEL_VERSION"
+ENV_MODEL_URI: Final = "MODELDEPLOY_MODEL_URI"
+ENV_MODEL_SHA256: Final = "MODELDEPLOY_MODEL_SHA256"
+ENV_MODEL_FORMAT: Final = "MODELDEPLOY_MODEL_FORMAT"
+ENV_ALLOW_UNVERIFIED: Final = "MODELDEPLOY_ALLOW_UNVERIFIED"
+ENV_HOST: Final = "MODELDEPLOY_HOST"
+ENV_PORT: Final = "MODELDEPLOY_PORT"
+ENV_WORKERS: Final = "MODELDEPLOY_WORKERS"
+ENV_CACHE_DIR: Final = "MODELDEPLOY_CACHE_DIR"
+ENV_MAX_BATCH_SIZE: Final = "MODELDEPLOY_MAX_BATCH_SIZE"
+ENV_MAX_LATENCY_MS: Final = "MODELDEPLOY_MAX_LATENCY_MS"
+ENV_LOG_FORMAT: Final = "MODELDEPLOY_LOG_FORMAT"
+
+# Paths inside the server container.
+MODEL_CACHE_DIR: Final = "/var/cache/modeldeploy"
+TMP_DIR: Final = "/tmp"
+SERVER_COMMAND: Final = ("modeldeploy", "serve")
+DEFAULT_PORT: Final = 8080
+DEFAULT_IMAGE: Final = "ghcr.io/modeldeploy/server:0.1.0"

@@ -1,0 +1,1 @@
+"""The modeldeploy operator (Kopf): reconciles ModelDeployments into Deployments and Services."""

@@ -1,0 +1,1 @@
+"""The generic modeldeploy inference server (FastAPI)."""
