@@ -1,0 +1,213 @@
+"""The ModelDeployment API, defined once: the CRD schema and the operator's parsing both come from here."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from . import constants as c
+
+# Markers read by the CRD generator (crd.py) and turned into Kubernetes schema extensions.
+INT_OR_STRING = {"x-kubernetes-int-or-string": True}
+PRESERVE_UNKNOWN = {"x-kubernetes-preserve-unknown-fields": True}
+
+Quantity = Annotated[int | str, Field(json_schema_extra=INT_OR_STRING)]
+IntOrPercent = Annotated[int | str, Field(json_schema_extra=INT_OR_STRING)]
+FreeObject = Annotated[dict[str, Any], Field(json_schema_extra=PRESERVE_UNKNOWN)]
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
+URI_PATTERN = r"^((file|https?|s3|gs|pvc)://.+|/.+)$"
+SHA256_PATTERN = r"^[a-f0-9]{64}$"
+
+
+def rules(*pairs: tuple[str, str]) -> dict[str, Any]:
+    """CEL rules (rule, message) as a schema extension."""
+    return {"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in pairs]}
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are the API server's business."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class ModelSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            (
+                "self.format != 'sklearn' || has(self.sha256) || self.allowUnverified",
+                "model.sha256 is required for sklearn pickles (unpickling runs code); "
+                "set model.allowUnverified: true only for models you built yourself",
+            ),
+        )
+    )
+
+    name: str = Field(
+        min_length=1, max_length=63, pattern=DNS_LABEL, description="Model name, reported by the server."
+    )
+    version: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=VERSION_PATTERN,
+        description="Model version. Changing it rolls out the new version.",
+    )
+    uri: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=URI_PATTERN,
+        description="Where the model file is: file://, an absolute path, http(s)://, s3://, gs:// or pvc://.",
+    )
+    format: Literal["sklearn", "skops", "onnx"] = Field(
+        default="sklearn", description="Serialization format of the model file."
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="Hex SHA-256 of the model file, checked before the model is loaded.",
+    )
+    allow_unverified: bool = Field(
+        default=False, description="Load a pickle without a digest. Never use for models you did not build."
+    )
+
+
+RESOURCES_DEFAULT: dict[str, Any] = {
+    "requests": {"cpu": "500m", "memory": "512Mi"},
+    "limits": {"cpu": "1", "memory": "1Gi"},
+}
+
+
+class ResourcesSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            (
+                "has(self.limits) && 'memory' in self.limits",
+                "resources.limits.memory is required: a model server without a memory limit "
+                "can be OOM-killed together with its neighbours",
+            ),
+            (
+                "!has(self.limits) || !has(self.requests) || self.requests.all(k, !(k in self.limits) "
+                "|| quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)",
+                "resources.requests must not exceed resources.limits",
+            ),
+        )
+    )
+
+    requests: dict[str, Quantity] | None = Field(default=None, description="Resource requests.")
+    limits: dict[str, Quantity] | None = Field(default=None, description="Resource limits.")
+
+
+class BatchingSpec(ApiModel):
+    max_batch_size: int = Field(
+        default=64, ge=1, le=4096, description="Most single-row requests coalesced into one predict call."
+    )
+    max_latency_ms: float = Field(
+        default=2.0, ge=0, le=1000, description="Longest a request waits for batch-mates (milliseconds)."
+    )
+
+
+class EnvVar(ApiModel):
+    name: str = Field(min_length=1)
+    value: str | None = None
+    value_from: FreeObject | None = None
+
+
+class ServerSpec(ApiModel):
+    image: str = Field(default=c.DEFAULT_IMAGE, min_length=1, description="The generic inference server image.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    port: int = Field(default=c.DEFAULT_PORT, ge=1024, le=65535, description="Container port (non-root: >= 1024).")
+    workers: int | None = Field(
+        default=None, ge=1, le=64, description="Server worker processes; default: from the CPU limit."
+    )
+    batching: BatchingSpec = Field(
+        default_factory=BatchingSpec, json_schema_extra={"default": {}}, description="Adaptive micro-batching."
+    )
+    env: list[EnvVar] = Field(default_factory=list, description="Extra environment variables.")
+
+
+class Toleration(ApiModel):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class LocalObjectReference(ApiModel):
+    name: str = Field(min_length=1)
+
+
+class PodSpec(ApiModel):
+    """Pod-level options a platform team needs; applied to every server pod."""
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    affinity: FreeObject | None = None
+    service_account_name: str | None = Field(default=None, pattern=DNS_LABEL, max_length=253)
+    image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list)
+    priority_class_name: str | None = None
+
+
+class RollingUpdateSpec(ApiModel):
+    max_surge: IntOrPercent = Field(default=1, description="Extra pods during a rollout.")
+    max_unavailable: IntOrPercent = Field(default=0, description="Pods that may be missing during a rollout.")
+
+
+class StrategySpec(ApiModel):
+    """How a new model version is rolled out. Exactly one strategy may be configured."""
+
+    rolling_update: RollingUpdateSpec | None = Field(
+        default=None, description="Replace pods in place (the default)."
+    )
+
+
+class ModelDeploymentSpec(ApiModel):
+    model: ModelSpec
+    replicas: int = Field(default=1, ge=0, le=1000, description="Desired server pods.")
+    resources: ResourcesSpec = Field(
+        default_factory=lambda: ResourcesSpec.model_validate(RESOURCES_DEFAULT),
+        json_schema_extra={"default": RESOURCES_DEFAULT},
+        description="Server container resources; defaults apply when omitted.",
+    )
+    server: ServerSpec = Field(default_factory=ServerSpec, json_schema_extra={"default": {}})
+    pod: PodSpec = Field(default_factory=PodSpec, json_schema_extra={"default": {}})
+    strategy: StrategySpec = Field(default_factory=StrategySpec, json_schema_extra={"default": {}})
+
+
+# ---- status ----------------------------------------------------------------------------------
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(ApiModel):
+    type: str
+    status: ConditionStatus
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class DriftStatus(ApiModel):
+    status: Literal["NoDrift", "Drifted", "Insufficient", "Unknown"] = "Unknown"
+    message: str | None = None
+    details: FreeObject | None = None
+
+
+class ModelDeploymentStatus(ApiModel):
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    current_version: str | None = Field(default=None, description="Version serving all replicas.")
+    previous_version: str | None = Field(default=None, description="Version served before the current one.")
+    desired_version: str | None = Field(default=None, description="Version the spec asks for.")
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    updated_replicas: int | None = None
+    available_replicas: int | None = None
+    selector: str | None = Field(default=None, description="Label selector of the server pods (scale subresource).")
+    url: str | None = Field(default=None, description="In-cluster URL of the prediction service.")
+    drift: DriftStatus | None = None

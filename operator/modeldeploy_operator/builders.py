@@ -1,0 +1,246 @@
+"""Pure builders: a ModelDeployment in, the desired child objects out. No I/O, no cluster."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from modeldeploy_api import constants as c
+from modeldeploy_api.models import ModelDeploymentSpec
+
+from .quantity import parse_quantity
+
+Body = dict[str, Any]
+
+SERVICE_PORT = 80
+CONTAINER_NAME = "server"
+SERVER_UID = 10001
+PROGRESS_DEADLINE_SECONDS = 600
+MAX_AUTO_WORKERS = 8
+
+
+def parse_spec(md: Body) -> ModelDeploymentSpec:
+    return ModelDeploymentSpec.model_validate(md.get("spec") or {})
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    return {c.LABEL_MD: name}
+
+
+def selector_string(name: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in selector_labels(name).items())
+
+
+def common_labels(name: str) -> dict[str, str]:
+    return {
+        c.LABEL_NAME: "modeldeploy-server",
+        c.LABEL_INSTANCE: name,
+        c.LABEL_COMPONENT: "inference-server",
+        c.LABEL_MANAGED_BY: c.MANAGED_BY,
+        **selector_labels(name),
+    }
+
+
+def owner_reference(md: Body) -> Body:
+    meta = md["metadata"]
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": c.KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def service_url(name: str, namespace: str) -> str:
+    return f"http://{name}.{namespace}.svc.cluster.local"
+
+
+def auto_workers(spec: ModelDeploymentSpec) -> int:
+    """Workers follow the CPU the pod may use: the limit, else the request, else one."""
+    if spec.server.workers:
+        return spec.server.workers
+    res = spec.resources
+    cpu = (res.limits or {}).get("cpu") or (res.requests or {}).get("cpu")
+    if cpu is None:
+        return 1
+    return max(1, min(MAX_AUTO_WORKERS, math.ceil(parse_quantity(cpu))))
+
+
+def _resources(spec: ModelDeploymentSpec) -> Body:
+    out: Body = {}
+    for key in ("requests", "limits"):
+        values = getattr(spec.resources, key)
+        if values:
+            out[key] = {k: str(v) for k, v in values.items()}
+    return out
+
+
+def _env(spec: ModelDeploymentSpec) -> list[Body]:
+    model = spec.model
+    env: list[Body] = [
+        {"name": c.ENV_MODEL_NAME, "value": model.name},
+        {"name": c.ENV_MODEL_VERSION, "value": model.version},
+        {"name": c.ENV_MODEL_URI, "value": model.uri},
+        {"name": c.ENV_MODEL_FORMAT, "value": model.format},
+    ]
+    if model.sha256:
+        env.append({"name": c.ENV_MODEL_SHA256, "value": model.sha256})
+    if model.allow_unverified:
+        env.append({"name": c.ENV_ALLOW_UNVERIFIED, "value": "true"})
+    env += [
+        {"name": c.ENV_PORT, "value": str(spec.server.port)},
+        {"name": c.ENV_WORKERS, "value": str(auto_workers(spec))},
+        {"name": c.ENV_CACHE_DIR, "value": c.MODEL_CACHE_DIR},
+        {"name": c.ENV_MAX_BATCH_SIZE, "value": str(spec.server.batching.max_batch_size)},
+        {"name": c.ENV_MAX_LATENCY_MS, "value": str(spec.server.batching.max_latency_ms)},
+        {"name": c.ENV_LOG_FORMAT, "value": "json"},
+    ]
+    ours = {e["name"] for e in env}
+    for extra in spec.server.env:
+        if extra.name in ours:  # the operator's settings win; a user cannot point the pod at another model
+            continue
+        item: Body = {"name": extra.name}
+        if extra.value is not None:
+            item["value"] = extra.value
+        if extra.value_from is not None:
+            item["valueFrom"] = extra.value_from
+        env.append(item)
+    return env
+
+
+def _probe(path: str, period: int, failures: int, timeout: int = 2) -> Body:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": timeout,
+    }
+
+
+CONTAINER_SECURITY_CONTEXT: Body = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "runAsUser": SERVER_UID,
+    "runAsGroup": SERVER_UID,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+POD_SECURITY_CONTEXT: Body = {
+    "runAsNonRoot": True,
+    "runAsUser": SERVER_UID,
+    "runAsGroup": SERVER_UID,
+    "fsGroup": SERVER_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def build_pod_template(md: Body, spec: ModelDeploymentSpec) -> Body:
+    name = md["metadata"]["name"]
+    container: Body = {
+        "name": CONTAINER_NAME,
+        "image": spec.server.image,
+        "imagePullPolicy": spec.server.image_pull_policy,
+        "command": list(c.SERVER_COMMAND),
+        "ports": [{"name": "http", "containerPort": spec.server.port, "protocol": "TCP"}],
+        "env": _env(spec),
+        "resources": _resources(spec),
+        # Startup covers the model download and load; liveness only starts after it.
+        "startupProbe": _probe("/health", period=2, failures=150),
+        "livenessProbe": _probe("/health", period=10, failures=3),
+        "readinessProbe": _probe("/ready", period=2, failures=3),
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
+        "volumeMounts": [
+            {"name": "model-cache", "mountPath": c.MODEL_CACHE_DIR},
+            {"name": "tmp", "mountPath": c.TMP_DIR},
+        ],
+    }
+    pod_spec: Body = {
+        "automountServiceAccountToken": False,  # the server never talks to the API server
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": POD_SECURITY_CONTEXT,
+        "containers": [container],
+        "volumes": [
+            {"name": "model-cache", "emptyDir": {"sizeLimit": "4Gi"}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+        ],
+    }
+    pod = spec.pod
+    if pod.service_account_name:
+        pod_spec["serviceAccountName"] = pod.service_account_name
+    if pod.node_selector:
+        pod_spec["nodeSelector"] = dict(pod.node_selector)
+    if pod.tolerations:
+        pod_spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in pod.tolerations]
+    if pod.affinity:
+        pod_spec["affinity"] = pod.affinity
+    if pod.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s.name} for s in pod.image_pull_secrets]
+    if pod.priority_class_name:
+        pod_spec["priorityClassName"] = pod.priority_class_name
+    labels = {**pod.labels, **common_labels(name), c.LABEL_MODEL_VERSION: spec.model.version}
+    meta: Body = {"labels": labels}
+    if pod.annotations:
+        meta["annotations"] = dict(pod.annotations)
+    return {"metadata": meta, "spec": pod_spec}
+
+
+def build_deployment(md: Body) -> Body:
+    spec = parse_spec(md)
+    meta = md["metadata"]
+    name = meta["name"]
+    rolling = spec.strategy.rolling_update
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": common_labels(name),
+            "annotations": {c.LABEL_MODEL_VERSION: spec.model.version},
+            "ownerReferences": [owner_reference(md)],
+        },
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector_labels(name)},
+            "revisionHistoryLimit": 3,
+            "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {
+                    "maxSurge": rolling.max_surge if rolling else 1,
+                    "maxUnavailable": rolling.max_unavailable if rolling else 0,
+                },
+            },
+            "template": build_pod_template(md, spec),
+        },
+    }
+
+
+def build_service(md: Body) -> Body:
+    meta = md["metadata"]
+    name = meta["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": common_labels(name),
+            "ownerReferences": [owner_reference(md)],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(name),
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def build_children(md: Body) -> list[Body]:
+    """Every object the operator owns for this ModelDeployment, in apply order."""
+    return [build_service(md), build_deployment(md)]

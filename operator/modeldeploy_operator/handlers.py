@@ -1,0 +1,53 @@
+"""Kopf wiring: every trigger calls the one reconcile. No logic lives here."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from modeldeploy_api import constants as c
+
+from .apply import Body, Cluster
+from .reconcile import now_rfc3339, owner_of, reconcile
+
+CHILD_LABELS = {c.LABEL_MANAGED_BY: c.MANAGED_BY}
+
+
+def notifier(cluster: Cluster) -> Any:
+    def notify(md: Body, etype: str, reason: str, message: str) -> None:
+        try:
+            cluster.post_event(md, etype, reason, message, now_rfc3339())
+        except Exception:  # an Event is worth less than the reconcile that produced it
+            logging.getLogger(__name__).exception("could not post event %s", reason)
+
+    return notify
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # We post our own Events on state changes; Kopf posts only its own errors.
+    settings.posting.level = logging.ERROR
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.execution.max_workers = 8
+
+
+@kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
+def model_deployment_event(event: Body, body: Body, memo: kopf.Memo, **_: Any) -> None:
+    if event.get("type") == "DELETED":
+        return  # children go with it through their owner references
+    reconcile(memo.cluster, dict(body), notifier(memo.cluster))
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
+@kopf.on.event("", "v1", "services", labels=CHILD_LABELS)
+def child_event(body: Body, memo: kopf.Memo, **_: Any) -> None:
+    """A child changed, was edited by hand or deleted: re-assert it and refresh the owner's status."""
+    owner = owner_of(dict(body))
+    if owner is None:
+        return
+    md = memo.cluster.get_model_deployment(*owner)
+    if md is not None:
+        reconcile(memo.cluster, md, notifier(memo.cluster))

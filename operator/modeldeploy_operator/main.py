@@ -1,0 +1,77 @@
+"""Runs the operator: Kopf's watch loop plus a periodic resync that retries anything that failed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+import kopf
+from kubernetes import config
+
+from .apply import Cluster
+from .handlers import notifier
+from .reconcile import reconcile
+
+log = logging.getLogger(__name__)
+
+
+def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--namespace", "-n", action="append", default=[],
+                        help="Watch only this namespace (repeatable). Default: all namespaces.")
+    parser.add_argument("--liveness", default="http://0.0.0.0:8081/healthz",
+                        help="Kopf liveness endpoint URL (empty to disable).")
+    parser.add_argument("--resync-seconds", type=float, default=60.0,
+                        help="Every so often reconcile every ModelDeployment (retries failures).")
+    parser.add_argument("--verbose", "-v", action="store_true")
+
+
+def _load_kube_config() -> None:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+async def resync_loop(cluster: Cluster, namespaces: list[str], interval: float) -> None:
+    notify = notifier(cluster)
+    while True:
+        await asyncio.sleep(interval)
+        for ns in namespaces or [None]:
+            try:
+                items = await asyncio.to_thread(cluster.list_model_deployments, ns)
+                for md in items:
+                    await asyncio.to_thread(reconcile, cluster, md, notify)
+            except Exception:
+                log.exception("resync failed; retrying in %ss", interval)
+
+
+async def _run(args: argparse.Namespace) -> None:
+    from . import handlers  # noqa: F401  (registers the Kopf handlers)
+
+    _load_kube_config()
+    cluster = Cluster()
+    stop = asyncio.Event()
+    operator = kopf.operator(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or None,
+        standalone=True,
+        liveness_endpoint=args.liveness or None,
+        memo=kopf.Memo(cluster=cluster),
+        stop_flag=stop,
+    )
+    resync = asyncio.create_task(resync_loop(cluster, args.namespace, args.resync_seconds))
+    try:
+        await operator
+    finally:
+        resync.cancel()
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    kopf.configure(verbose=args.verbose)
+    asyncio.run(_run(args))
+    return 0

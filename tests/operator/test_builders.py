@@ -1,0 +1,174 @@
+"""The pure builders: what the operator asks the cluster for, checked without a cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modeldeploy_api import constants as c
+from modeldeploy_operator.builders import auto_workers, build_children, build_deployment, build_service, parse_spec
+
+from .conftest import SHA, make_md
+
+
+def container(dep: dict[str, Any]) -> dict[str, Any]:
+    return dep["spec"]["template"]["spec"]["containers"][0]  # type: ignore[no-any-return]
+
+
+def env_of(dep: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(dep)["env"]}
+
+
+def test_deployment_runs_the_generic_server_with_the_model(md: dict[str, Any]) -> None:
+    dep = build_deployment(md)
+    ctr = container(dep)
+    assert ctr["command"] == ["modeldeploy", "serve"]
+    assert ctr["image"] == c.DEFAULT_IMAGE
+    env = env_of(dep)
+    assert env[c.ENV_MODEL_NAME] == "iris"
+    assert env[c.ENV_MODEL_VERSION] == "1.0.0"
+    assert env[c.ENV_MODEL_URI] == "https://models.example/iris.joblib"
+    assert env[c.ENV_MODEL_SHA256] == SHA
+    assert env[c.ENV_MODEL_FORMAT] == "sklearn"
+    assert c.ENV_ALLOW_UNVERIFIED not in env
+    assert env[c.ENV_PORT] == "8080" and ctr["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+
+
+def test_probes_cover_start_liveness_and_readiness(md: dict[str, Any]) -> None:
+    ctr = container(build_deployment(md))
+    assert ctr["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert ctr["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    startup = ctr["startupProbe"]
+    assert startup["httpGet"]["path"] == "/health"
+    # a large model may take minutes to download: the startup budget must allow it
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+
+
+def test_restricted_security_context_and_writable_volumes(md: dict[str, Any]) -> None:
+    dep = build_deployment(md)
+    pod = dep["spec"]["template"]["spec"]
+    sc = container(dep)["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["runAsNonRoot"] is True
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert pod["automountServiceAccountToken"] is False
+    mounts = {m["mountPath"] for m in container(dep)["volumeMounts"]}
+    assert mounts == {c.MODEL_CACHE_DIR, "/tmp"}
+    assert {v["name"] for v in pod["volumes"]} == {"model-cache", "tmp"}
+    assert env_of(dep)[c.ENV_CACHE_DIR] == c.MODEL_CACHE_DIR
+
+
+def test_resources_default_when_omitted_and_pass_through_when_given(md: dict[str, Any]) -> None:
+    assert container(build_deployment(md))["resources"] == {
+        "requests": {"cpu": "500m", "memory": "512Mi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }
+    custom = make_md(resources={"requests": {"cpu": 2}, "limits": {"cpu": "2500m", "memory": "4Gi"}})
+    assert container(build_deployment(custom))["resources"] == {
+        "requests": {"cpu": "2"},
+        "limits": {"cpu": "2500m", "memory": "4Gi"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("resources", "workers", "expected"),
+    [
+        (None, None, 1),
+        ({"limits": {"cpu": "2500m", "memory": "1Gi"}}, None, 3),
+        ({"requests": {"cpu": "2"}, "limits": {"memory": "1Gi"}}, None, 2),
+        ({"limits": {"memory": "1Gi"}}, None, 1),
+        ({"limits": {"cpu": "64", "memory": "1Gi"}}, None, 8),
+        ({"limits": {"cpu": "4", "memory": "1Gi"}}, 2, 2),
+    ],
+)
+def test_workers_follow_the_cpu_limit(resources: Any, workers: Any, expected: int) -> None:
+    spec: dict[str, Any] = {}
+    if resources:
+        spec["resources"] = resources
+    if workers:
+        spec["server"] = {"workers": workers}
+    md = make_md(**spec)
+    assert auto_workers(parse_spec(md)) == expected
+    assert env_of(build_deployment(md))[c.ENV_WORKERS] == str(expected)
+
+
+def test_owner_reference_labels_and_selector(md: dict[str, Any]) -> None:
+    for child in build_children(md):
+        (ref,) = child["metadata"]["ownerReferences"]
+        assert ref == {"apiVersion": "modeldeploy.dev/v1alpha1", "kind": "ModelDeployment", "name": "iris",
+                       "uid": "uid-1", "controller": True, "blockOwnerDeletion": True}
+        assert child["metadata"]["labels"][c.LABEL_MANAGED_BY] == "modeldeploy"
+        assert child["metadata"]["namespace"] == "ml"
+    dep, svc = build_deployment(md), build_service(md)
+    # the selector must not contain the version: a Deployment's selector is immutable
+    assert dep["spec"]["selector"] == {"matchLabels": {c.LABEL_MD: "iris"}}
+    assert svc["spec"]["selector"] == {c.LABEL_MD: "iris"}
+    assert dep["spec"]["template"]["metadata"]["labels"][c.LABEL_MODEL_VERSION] == "1.0.0"
+    assert svc["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_version_change_changes_only_the_template(md: dict[str, Any]) -> None:
+    new = make_md(model={"name": "iris", "version": "1.1.0", "uri": "https://models.example/iris-1.1.joblib",
+                         "sha256": "b" * 64})
+    old_dep, new_dep = build_deployment(md), build_deployment(new)
+    assert old_dep["spec"]["selector"] == new_dep["spec"]["selector"]
+    assert old_dep["spec"]["template"] != new_dep["spec"]["template"]
+    assert env_of(new_dep)[c.ENV_MODEL_URI].endswith("iris-1.1.joblib")
+    assert new_dep["metadata"]["annotations"][c.LABEL_MODEL_VERSION] == "1.1.0"
+    # model servers must not lose capacity during a rollout by default
+    assert new_dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+
+def test_pod_options_pass_through() -> None:
+    md = make_md(
+        replicas=3,
+        pod={
+            "nodeSelector": {"pool": "cpu"},
+            "tolerations": [{"key": "ml", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+            "serviceAccountName": "models",
+            "imagePullSecrets": [{"name": "regcred"}],
+            "labels": {"team": "risk"},
+            "annotations": {"prometheus.io/scrape": "true"},
+            "priorityClassName": "high",
+        },
+        server={"image": "registry.local/server:1", "env": [{"name": "OMP_NUM_THREADS", "value": "1"}]},
+        strategy={"rollingUpdate": {"maxSurge": "50%", "maxUnavailable": 1}},
+    )
+    dep = build_deployment(md)
+    pod = dep["spec"]["template"]
+    assert dep["spec"]["replicas"] == 3
+    assert pod["spec"]["nodeSelector"] == {"pool": "cpu"}
+    assert pod["spec"]["tolerations"] == [{"key": "ml", "operator": "Exists", "effect": "NoSchedule"}]
+    assert "podAntiAffinity" in pod["spec"]["affinity"]
+    assert pod["spec"]["serviceAccountName"] == "models"
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["spec"]["priorityClassName"] == "high"
+    assert pod["metadata"]["labels"]["team"] == "risk"
+    assert pod["metadata"]["annotations"] == {"prometheus.io/scrape": "true"}
+    assert container(dep)["image"] == "registry.local/server:1"
+    assert env_of(dep)["OMP_NUM_THREADS"] == "1"
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": "50%", "maxUnavailable": 1}
+
+
+def test_user_env_cannot_redirect_the_model() -> None:
+    md = make_md(server={"env": [{"name": c.ENV_MODEL_URI, "value": "http://evil/model.pkl"},
+                                 {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]})
+    env = container(build_deployment(md))["env"]
+    uris = [e["value"] for e in env if e["name"] == c.ENV_MODEL_URI]
+    assert uris == ["https://models.example/iris.joblib"]
+    assert {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in env
+
+
+def test_user_labels_cannot_break_the_selector() -> None:
+    md = make_md(pod={"labels": {c.LABEL_MD: "other"}})
+    labels = build_deployment(md)["spec"]["template"]["metadata"]["labels"]
+    assert labels[c.LABEL_MD] == "iris"
+
+
+def test_allow_unverified_is_passed_explicitly() -> None:
+    md = make_md(model={"name": "m", "version": "1", "uri": "file:///m.joblib", "allowUnverified": True})
+    env = env_of(build_deployment(md))
+    assert env[c.ENV_ALLOW_UNVERIFIED] == "true" and c.ENV_MODEL_SHA256 not in env
