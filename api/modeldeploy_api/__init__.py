@@ -1,1 +1,4 @@
-"""Shared API of modeldeploy: the ModelDeployment schema and names both processes agree on. Imports neither the operator nor the server."""
+"""Shared API of modeldeploy: the ModelDeployment schema and the names both processes agree on.
+
+Imports neither the operator nor the server.
+"""

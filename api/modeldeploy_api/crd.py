@@ -188,7 +188,7 @@ CRD_FILE = f"{c.PLURAL}.{c.GROUP}.yaml"
 
 
 def render_crd_yaml() -> str:
-    return HEADER + yaml.safe_dump(build_crd(), sort_keys=False, width=120)
+    return HEADER + str(yaml.safe_dump(build_crd(), sort_keys=False, width=120))
 
 
 def write_crd(directory: Path) -> Path:

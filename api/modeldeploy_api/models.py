@@ -87,10 +87,14 @@ class ResourcesSpec(ApiModel):
                 "resources.limits.memory is required: a model server without a memory limit "
                 "can be OOM-killed together with its neighbours",
             ),
-            (
-                "!has(self.limits) || !has(self.requests) || self.requests.all(k, !(k in self.limits) "
-                "|| quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)",
-                "resources.requests must not exceed resources.limits",
+            *(
+                (
+                    f"!has(self.limits) || !has(self.requests) || !('{r}' in self.requests) "
+                    f"|| !('{r}' in self.limits) || quantity(string(self.requests['{r}']))"
+                    f".compareTo(quantity(string(self.limits['{r}']))) <= 0",
+                    f"resources.requests.{r} must not exceed resources.limits.{r}",
+                )
+                for r in ("cpu", "memory")
             ),
         )
     )

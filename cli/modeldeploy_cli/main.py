@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 Runner = Callable[[argparse.Namespace], int]
 
@@ -18,7 +19,7 @@ def _serve(parser: argparse.ArgumentParser) -> Runner:
     from modeldeploy_server.cli import add_serve_arguments, run_serve
 
     add_serve_arguments(parser)
-    return run_serve
+    return cast(Runner, run_serve)
 
 
 def _operator(parser: argparse.ArgumentParser) -> Runner:
@@ -57,7 +58,7 @@ def _profile(parser: argparse.ArgumentParser) -> Runner:
     from modeldeploy_server.drift.cli import add_profile_arguments, run_profile
 
     add_profile_arguments(parser)
-    return run_profile
+    return cast(Runner, run_profile)
 
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Runner]]] = {

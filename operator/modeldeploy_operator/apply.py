@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
-
+from kubernetes.client.exceptions import ApiException
 from modeldeploy_api import constants as c
 
 Body = dict[str, Any]
@@ -29,16 +29,21 @@ class Cluster:
 
     def _call(self, method: str, path: str, body: Any = None, query: list[tuple[str, str]] | None = None,
               content_type: str = "application/json") -> Body:
-        data = self.api.call_api(
-            path, method,
+        """One authenticated request. JSON bodies are encoded by the client; an apply patch goes as JSON text,
+        which is valid YAML."""
+        url_method, url, headers, _, _ = self.api.param_serialize(
+            method=method,
+            resource_path=path,
             query_params=query or [],
             header_params={"Content-Type": content_type, "Accept": "application/json"},
-            body=body,
             auth_settings=["BearerToken"],
-            response_type="object",
-            _return_http_data_only=True,
         )
-        return data  # type: ignore[no-any-return]
+        payload = json.dumps(body) if body is not None and content_type.endswith("+yaml") else body
+        response = self.api.call_api(url_method, url, header_params=headers, body=payload)
+        response.read()  # type: ignore[no-untyped-call]
+        if not 200 <= response.status < 300:
+            raise ApiException(http_resp=response)
+        return json.loads(response.data or b"{}")  # type: ignore[no-any-return]
 
     def apply(self, obj: Body) -> Body:
         """Server-side apply with our field manager; `force` takes back fields someone else edited."""

@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 import kopf
-
 from modeldeploy_api import constants as c
 
 from .apply import Body, Cluster
@@ -35,7 +34,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
-def model_deployment_event(event: Body, body: Body, memo: kopf.Memo, **_: Any) -> None:
+def model_deployment_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
     if event.get("type") == "DELETED":
         return  # children go with it through their owner references
     reconcile(memo.cluster, dict(body), notifier(memo.cluster))
@@ -43,9 +42,9 @@ def model_deployment_event(event: Body, body: Body, memo: kopf.Memo, **_: Any) -
 
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
 @kopf.on.event("", "v1", "services", labels=CHILD_LABELS)
-def child_event(body: Body, memo: kopf.Memo, **_: Any) -> None:
+def child_event(body: kopf.Body, memo: Any, **_: Any) -> None:
     """A child changed, was edited by hand or deleted: re-assert it and refresh the owner's status."""
-    owner = owner_of(dict(body))
+    owner = owner_of(dict(body))  # kopf.Body is a read-only view
     if owner is None:
         return
     md = memo.cluster.get_model_deployment(*owner)

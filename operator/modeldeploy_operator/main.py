@@ -28,16 +28,17 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_kube_config() -> None:
     try:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config()
+        config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
 async def resync_loop(cluster: Cluster, namespaces: list[str], interval: float) -> None:
     notify = notifier(cluster)
     while True:
         await asyncio.sleep(interval)
-        for ns in namespaces or [None]:
+        scopes: list[str | None] = list(namespaces) or [None]
+        for ns in scopes:
             try:
                 items = await asyncio.to_thread(cluster.list_model_deployments, ns)
                 for md in items:
@@ -54,7 +55,7 @@ async def _run(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     operator = kopf.operator(
         clusterwide=not args.namespace,
-        namespaces=args.namespace or None,
+        namespaces=args.namespace,
         standalone=True,
         liveness_endpoint=args.liveness or None,
         memo=kopf.Memo(cluster=cluster),

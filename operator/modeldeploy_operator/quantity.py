@@ -20,7 +20,7 @@ def parse_quantity(value: int | float | str) -> float:
     if isinstance(value, int | float):
         return float(value)
     match = _QUANTITY.match(value.strip())
-    if not match or (match.group(2) not in _SUFFIX and not match.group(2)[:1] in "eE"):
+    if not match or (match.group(2) not in _SUFFIX and match.group(2)[:1] not in "eE"):
         raise ValueError(f"not a Kubernetes quantity: {value!r}")
     number, suffix = match.groups()
     if suffix[:1] in ("e", "E"):

@@ -8,10 +8,9 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 
-from kubernetes.client.rest import ApiException
-from pydantic import ValidationError
-
+from kubernetes.client.exceptions import ApiException
 from modeldeploy_api import constants as c
+from pydantic import ValidationError
 
 from .apply import Body, Cluster
 from .builders import build_children
@@ -84,7 +83,9 @@ def transitions(old: Body, new: Body) -> list[tuple[str, str, str]]:
                     f"version {new['currentVersion']} is serving on all replicas "
                     f"(previous: {new.get('previousVersion') or 'none'})"))
     was_ready, ready = condition(old, READY) or {}, condition(new, READY) or {}
-    if ready and (was_ready.get("status"), was_ready.get("reason")) != (ready["status"], ready["reason"]):
+    first_sight = not was_ready
+    changed = (was_ready.get("status"), was_ready.get("reason")) != (ready.get("status"), ready.get("reason"))
+    if ready and changed and not (first_sight and ready["status"] != "True"):  # no "not ready" on creation
         out.append(("Normal", "Ready" if ready["status"] == "True" else "NotReady",
                     f"{ready['reason']}: {ready['message']}"))
     was_stalled, stalled = condition(old, STALLED) or {}, condition(new, STALLED) or {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from modeldeploy_api import constants as c
 
 from .builders import Body, parse_spec, selector_string, service_url

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from modeldeploy_api.crd import CRD_FILE, build_crd, render_crd_yaml
 from modeldeploy_cli.main import main as cli
 

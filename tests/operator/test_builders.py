@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from modeldeploy_api import constants as c
 from modeldeploy_operator.builders import auto_workers, build_children, build_deployment, build_service, parse_spec
 

@@ -88,7 +88,7 @@ def test_progress_deadline_is_stalled_with_reason() -> None:
     assert cond(st, "Reconciling")[0] == "False"
     assert cond(st, "Ready") == ("False", "ProgressDeadlineExceeded")
     assert "timed out" in condition(st, "Stalled")["message"]  # type: ignore[index]
-    assert [e[:2] for e in transitions({}, st)] == [("Normal", "NotReady"), ("Warning", "ProgressDeadlineExceeded")]
+    assert [e[:2] for e in transitions({}, st)] == [("Warning", "ProgressDeadlineExceeded")]
 
 
 def test_apply_error_is_stalled() -> None:
