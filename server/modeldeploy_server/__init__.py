@@ -1,1 +1,3 @@
-"""The generic modeldeploy inference server (FastAPI)."""
+"""The generic modeldeploy inference server (FastAPI): one image serves every model."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,159 @@
+"""The app factory: wires settings, runtime, metrics, routes and the one error handler."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from modeldeploy_server import __version__, schemas
+from modeldeploy_server.codec import error_response
+from modeldeploy_server.errors import InvalidInput, ServerError
+from modeldeploy_server.logs import configure_logging
+from modeldeploy_server.metrics import ServerMetrics
+from modeldeploy_server.routes import build_router
+from modeldeploy_server.runtime import ModelFacts, ModelRuntime
+from modeldeploy_server.settings import ServerSettings
+from modeldeploy_server.v2_routes import build_v2_router
+
+_REQUEST_MODELS = (schemas.PredictRequest, schemas.BatchRequest, schemas.V2InferenceRequest)
+_HTTP_REASONS = {404: "not_found", 405: "method_not_allowed"}
+
+DESCRIPTION = """\
+Serves one model: `/predict` for one row, `/predict/batch` for many, and the Open Inference
+Protocol (KServe V2) under `/v2`. `/health` is liveness, `/ready` is readiness. Every error is
+`{"error": "<readable message>", "reason": "<machine-readable reason>"}`.
+"""
+
+
+def create_app(settings: ServerSettings | None = None, runtime: ModelRuntime | None = None) -> FastAPI:
+    """A new app serving `runtime` (one is made from `settings` if not given).
+
+    The lifespan starts loading in the background, so `/health` answers at once and `/ready`
+    turns 200 when the model is loaded (or stays 503 with the reason if loading failed).
+    """
+    settings = settings or (runtime.settings if runtime is not None else ServerSettings())
+    runtime = runtime or ModelRuntime(settings)
+    metrics = ServerMetrics(settings.model_name, settings.model_version)
+    runtime.on_batch = metrics.observe_batch
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        watcher = asyncio.ensure_future(_report_loaded(runtime, metrics))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            await runtime.stop()
+
+    app = FastAPI(
+        title="modeldeploy inference server",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.runtime = runtime
+    app.state.metrics = metrics
+    if runtime.facts is not None:
+        metrics.model_loaded(runtime.facts.format, runtime.facts.sha256)
+
+    app.add_exception_handler(ServerError, _render_server_error)
+    app.add_exception_handler(HTTPException, _render_http_error)
+    app.add_exception_handler(RequestValidationError, _render_validation_error)
+    app.include_router(build_router(runtime, metrics, settings))
+    app.include_router(build_v2_router(runtime, metrics, settings))
+    app.openapi = _openapi(app, runtime, settings)  # type: ignore[method-assign]
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for uvicorn's worker processes: settings from the MODELDEPLOY_* environment."""
+    settings = ServerSettings()
+    configure_logging(settings)
+    return create_app(settings)
+
+
+async def _report_loaded(runtime: ModelRuntime, metrics: ServerMetrics) -> None:
+    await runtime.wait_loaded()
+    if runtime.facts is not None:
+        metrics.model_loaded(runtime.facts.format, runtime.facts.sha256)
+
+
+async def _render_server_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServerError)
+    return error_response(exc)
+
+
+async def _render_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    reason = _HTTP_REASONS.get(exc.status_code, "http_error")
+    error = ServerError(str(exc.detail), reason=reason, status=exc.status_code)
+    response = error_response(error)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _render_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(InvalidInput(f"invalid request: {exc.errors()}"))
+
+
+def _openapi(app: FastAPI, runtime: ModelRuntime, settings: ServerSettings) -> Callable[[], Any]:
+    """OpenAPI with our request bodies; once the model is loaded, tailored to its shape."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        _, defs = models_json_schema(
+            [(model, "validation") for model in _REQUEST_MODELS],
+            ref_template="#/components/schemas/{model}",
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(defs.get("$defs", {}))
+        facts = runtime.facts
+        if facts is None:
+            return schema  # not cached: the model's shape is not known yet
+        _tailor(schema, facts, settings)
+        app.openapi_schema = schema
+        return schema
+
+    return openapi
+
+
+def _tailor(schema: dict[str, Any], facts: ModelFacts, settings: ServerSettings) -> None:
+    """Put the model's feature count, name and version into the schema."""
+    components = schema["components"]["schemas"]
+    if facts.n_features is not None:
+        features = components["PredictRequest"]["properties"]["features"]
+        features["minItems"] = features["maxItems"] = facts.n_features
+        row = components["BatchRequest"]["properties"]["instances"]["items"]
+        row["minItems"] = row["maxItems"] = facts.n_features
+    instances = components["BatchRequest"]["properties"]["instances"]
+    instances["minItems"] = 1
+    instances["maxItems"] = settings.max_instances
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") != "path":
+                    continue
+                if parameter["name"] == "name":
+                    parameter["schema"]["examples"] = [facts.name]
+                elif parameter["name"] == "version":
+                    parameter["schema"]["examples"] = [facts.version]

@@ -1,0 +1,130 @@
+"""Typed settings of one server process, read from MODELDEPLOY_* env vars and validated at start-up."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from modeldeploy_api import constants
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ModelFormat = Literal["auto", "sklearn", "skops", "onnx"]
+LogFormat = Literal["text", "json"]
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ServerSettings(BaseSettings):
+    """Everything the server needs to know; the env var of field `x` is `MODELDEPLOY_X`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=constants.ENV_PREFIX,
+        case_sensitive=False,
+        extra="ignore",
+        validate_default=True,
+        # `model_name` etc. are ours, not pydantic's protected namespace.
+        protected_namespaces=(),
+    )
+
+    # What to serve.
+    model_name: str = Field(default="model", min_length=1, max_length=253, pattern=r"^[A-Za-z0-9._-]+$")
+    model_version: str = Field(default="1", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._+-]+$")
+    model_uri: str | None = Field(
+        default=None, description="file:// URI, plain path or http(s):// URL of the model file."
+    )
+    model_sha256: str | None = Field(
+        default=None, description="Hex sha256 of the model file, checked before it is deserialized."
+    )
+    model_format: ModelFormat = Field(
+        default="auto", description="sklearn (joblib pickle), skops, onnx; auto guesses from the suffix."
+    )
+    allow_unverified: bool = Field(
+        default=False, description="Load a pickle whose sha256 is not pinned (unsafe; local use only)."
+    )
+    skops_trusted_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra fully-qualified type names a skops file may hold (comma separated).",
+    )
+
+    # How to serve it.
+    host: str = "0.0.0.0"
+    port: int = Field(default=constants.DEFAULT_PORT, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64, description="Worker processes (the pod's CPU limit).")
+    cache_dir: str = Field(
+        default=constants.MODEL_CACHE_DIR,
+        description="Where downloaded models are kept; a temp dir when not writable.",
+    )
+    download_timeout_s: float = Field(default=60.0, gt=0)
+
+    # Micro-batching of single-row requests.
+    max_batch_size: int = Field(default=64, ge=1, le=100_000)
+    max_latency_ms: float = Field(default=2.0, ge=0, le=10_000, description="Longest a row waits for batch-mates.")
+    max_queue_size: int = Field(default=4096, ge=1, description="Rows waiting for a batch before new ones get 503.")
+
+    # Request limits.
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_instances: int = Field(default=10_000, ge=1, description="Rows in one batch/V2 request.")
+
+    # Observability.
+    log_format: LogFormat = "text"
+    log_level: str = "INFO"
+    access_log: bool = False
+
+    @field_validator("model_sha256", mode="before")
+    @classmethod
+    def _normalise_digest(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lower().removeprefix("sha256:")
+            return value or None
+        return value
+
+    @field_validator("model_sha256")
+    @classmethod
+    def _check_digest(cls, value: str | None) -> str | None:
+        if value is not None and not _SHA256.match(value):
+            raise ValueError("must be 64 hex characters (a sha256 digest)")
+        return value
+
+    @field_validator("model_uri", mode="before")
+    @classmethod
+    def _empty_uri_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("skops_trusted_types", mode="before")
+    @classmethod
+    def _split_types(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _batch_fits_requests(self) -> ServerSettings:
+        if self.max_batch_size > self.max_queue_size:
+            raise ValueError("max_batch_size must not exceed max_queue_size")
+        return self
+
+    def env(self) -> dict[str, str]:
+        """These settings as MODELDEPLOY_* env vars (handed to worker processes)."""
+        out: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            key = f"{constants.ENV_PREFIX}{name.upper()}"
+            if isinstance(value, list):
+                out[key] = ",".join(value)
+            elif isinstance(value, bool):
+                out[key] = "true" if value else "false"
+            else:
+                out[key] = str(value)
+        return out
