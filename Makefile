@@ -1,0 +1,48 @@
+# modeldeploy — the two commands a newcomer needs:
+#   make up     local control plane + operator + an example model, Ready  (make down to stop)
+#   make test   the whole test suite: lint, unit tests and the e2e suite on the real control plane
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: up down test lint unit e2e controlplane crd bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[server,operator,test,dev]"
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+controlplane: ## build (once; cached by version) the pinned Kubernetes, etcd and kwok binaries
+	bash e2e/controlplane/build.sh
+
+up: $(STAMP) controlplane
+	$(PY) e2e/demo.py up
+
+down:
+	$(PY) e2e/demo.py down
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy api/modeldeploy_api operator/modeldeploy_operator server/modeldeploy_server cli/modeldeploy_cli
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/modeldeploy crd --check -o crds
+
+unit: $(STAMP)
+	$(PY) -m pytest tests
+
+e2e: $(STAMP) controlplane
+	$(PY) -m pytest e2e
+
+test: lint controlplane
+	$(PY) -m pytest tests e2e
+
+crd: $(STAMP) ## regenerate the CRD YAML from the pydantic models
+	$(VENV)/bin/modeldeploy crd -o crds
+
+clean: down
+	rm -rf .local
