@@ -176,7 +176,7 @@ def test_kubectl_scale(cluster: Any, ns: str) -> None:
     scale = kubectl_json(cluster, "get", "--raw",
                          f"/apis/modeldeploy.dev/v1alpha1/namespaces/{ns}/modeldeployments/iris/scale")
     assert scale["spec"]["replicas"] == 3 and scale["status"]["replicas"] == 3
-    assert scale["status"]["selector"] == "modeldeploy.dev/modeldeployment=iris"
+    assert scale["status"]["selector"] == "modeldeploy.dev/modeldeployment=iris,modeldeploy.dev/track=stable"
     assert len(server_pods(cluster)) == 3
 
 

@@ -20,6 +20,8 @@ LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 LABEL_MD: Final = f"{GROUP}/modeldeployment"
 LABEL_MODEL_VERSION: Final = f"{GROUP}/model-version"
+LABEL_TRACK: Final = f"{GROUP}/track"  # stable | canary | preview
+TRACK_STABLE: Final = "stable"
 MANAGED_BY: Final = "modeldeploy"
 
 # Settings of the server process: env var names (pydantic-settings, prefix MODELDEPLOY_).

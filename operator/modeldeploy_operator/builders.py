@@ -24,11 +24,21 @@ def parse_spec(md: Body) -> ModelDeploymentSpec:
 
 
 def selector_labels(name: str) -> dict[str, str]:
+    """Every server pod of the ModelDeployment, whatever its track (what the Service selects)."""
     return {c.LABEL_MD: name}
 
 
-def selector_string(name: str) -> str:
-    return ",".join(f"{k}={v}" for k, v in selector_labels(name).items())
+def track_labels(name: str, track: str = c.TRACK_STABLE) -> dict[str, str]:
+    """The pods of one track: a Deployment's (immutable) selector. Tracks never overlap."""
+    return {c.LABEL_MD: name, c.LABEL_TRACK: track}
+
+
+def selector_string(name: str, track: str = c.TRACK_STABLE) -> str:
+    return ",".join(f"{k}={v}" for k, v in track_labels(name, track).items())
+
+
+def deployment_name(name: str, track: str = c.TRACK_STABLE) -> str:
+    return name if track == c.TRACK_STABLE else f"{name}-{track}"
 
 
 def common_labels(name: str) -> dict[str, str]:
@@ -138,7 +148,7 @@ POD_SECURITY_CONTEXT: Body = {
 }
 
 
-def build_pod_template(md: Body, spec: ModelDeploymentSpec) -> Body:
+def build_pod_template(md: Body, spec: ModelDeploymentSpec, track: str = c.TRACK_STABLE) -> Body:
     name = md["metadata"]["name"]
     container: Body = {
         "name": CONTAINER_NAME,
@@ -182,15 +192,17 @@ def build_pod_template(md: Body, spec: ModelDeploymentSpec) -> Body:
         pod_spec["imagePullSecrets"] = [{"name": s.name} for s in pod.image_pull_secrets]
     if pod.priority_class_name:
         pod_spec["priorityClassName"] = pod.priority_class_name
-    labels = {**pod.labels, **common_labels(name), c.LABEL_MODEL_VERSION: spec.model.version}
+    labels = {**pod.labels, **common_labels(name), **track_labels(name, track),
+              c.LABEL_MODEL_VERSION: spec.model.version}
     meta: Body = {"labels": labels}
     if pod.annotations:
         meta["annotations"] = dict(pod.annotations)
     return {"metadata": meta, "spec": pod_spec}
 
 
-def build_deployment(md: Body) -> Body:
-    spec = parse_spec(md)
+def build_deployment(md: Body, track: str = c.TRACK_STABLE, spec: ModelDeploymentSpec | None = None) -> Body:
+    """The Deployment of one track; `spec` overrides the resource's (e.g. the stable model during a canary)."""
+    spec = spec or parse_spec(md)
     meta = md["metadata"]
     name = meta["name"]
     rolling = spec.strategy.rolling_update
@@ -198,15 +210,15 @@ def build_deployment(md: Body) -> Body:
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
-            "name": name,
+            "name": deployment_name(name, track),
             "namespace": meta["namespace"],
-            "labels": common_labels(name),
+            "labels": {**common_labels(name), c.LABEL_TRACK: track},
             "annotations": {c.LABEL_MODEL_VERSION: spec.model.version},
             "ownerReferences": [owner_reference(md)],
         },
         "spec": {
             "replicas": spec.replicas,
-            "selector": {"matchLabels": selector_labels(name)},
+            "selector": {"matchLabels": track_labels(name, track)},
             "revisionHistoryLimit": 3,
             "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
             "strategy": {
@@ -216,7 +228,7 @@ def build_deployment(md: Body) -> Body:
                     "maxUnavailable": rolling.max_unavailable if rolling else 0,
                 },
             },
-            "template": build_pod_template(md, spec),
+            "template": build_pod_template(md, spec, track),
         },
     }
 

@@ -102,7 +102,7 @@ def test_owner_reference_labels_and_selector(md: dict[str, Any]) -> None:
         assert child["metadata"]["namespace"] == "ml"
     dep, svc = build_deployment(md), build_service(md)
     # the selector must not contain the version: a Deployment's selector is immutable
-    assert dep["spec"]["selector"] == {"matchLabels": {c.LABEL_MD: "iris"}}
+    assert dep["spec"]["selector"] == {"matchLabels": {c.LABEL_MD: "iris", c.LABEL_TRACK: "stable"}}
     assert svc["spec"]["selector"] == {c.LABEL_MD: "iris"}
     assert dep["spec"]["template"]["metadata"]["labels"][c.LABEL_MODEL_VERSION] == "1.0.0"
     assert svc["spec"]["ports"][0]["targetPort"] == "http"
@@ -162,9 +162,9 @@ def test_user_env_cannot_redirect_the_model() -> None:
 
 
 def test_user_labels_cannot_break_the_selector() -> None:
-    md = make_md(pod={"labels": {c.LABEL_MD: "other"}})
+    md = make_md(pod={"labels": {c.LABEL_MD: "other", c.LABEL_TRACK: "canary"}})
     labels = build_deployment(md)["spec"]["template"]["metadata"]["labels"]
-    assert labels[c.LABEL_MD] == "iris"
+    assert labels[c.LABEL_MD] == "iris" and labels[c.LABEL_TRACK] == "stable"
 
 
 def test_allow_unverified_is_passed_explicitly() -> None:

@@ -37,7 +37,7 @@ def test_no_deployment_yet_is_reconciling_not_ready() -> None:
     assert cond(st, "Stalled") == ("False", "NotStalled")
     assert "currentVersion" not in st
     assert st["observedGeneration"] == 1
-    assert st["selector"] == f"{c.LABEL_MD}=iris"
+    assert st["selector"] == f"{c.LABEL_MD}=iris,{c.LABEL_TRACK}=stable"
     assert st["url"] == "http://iris.ml.svc.cluster.local"
     assert st["drift"]["status"] == "Unknown"
 
