@@ -161,12 +161,82 @@ class RollingUpdateSpec(ApiModel):
     max_unavailable: IntOrPercent = Field(default=0, description="Pods that may be missing during a rollout.")
 
 
+DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
+
+
+class CanaryStep(ApiModel):
+    weight: int = Field(ge=1, le=100, description="Percent of traffic the new version gets in this step.")
+    pause: str | None = Field(
+        default=None, pattern=DURATION_PATTERN, max_length=32,
+        description="How long the step lasts once the canary is ready (e.g. 30s, 5m, 1h30m); analysis runs "
+        "meanwhile. Omitted: wait for the annotation modeldeploy.dev/promote=true.",
+    )
+
+
+class AnalysisSpec(ApiModel):
+    """Checks run on the new version at every step, from the servers' own metrics."""
+
+    interval: str = Field(default="15s", pattern=DURATION_PATTERN, max_length=32, description="Time between checks.")
+    failure_limit: int = Field(default=0, ge=0, le=100, description="Failed checks tolerated before rolling back.")
+    min_requests: int = Field(default=20, ge=0, description="Fewer requests than this make a check inconclusive.")
+    max_error_rate: float | None = Field(default=0.05, ge=0, le=1, description="Highest share of failed requests.")
+    max_p99_latency_ms: float | None = Field(default=None, gt=0, description="Highest p99 request latency.")
+    max_prediction_shift: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Highest Jensen-Shannon distance between the new and the stable version's predictions.",
+    )
+    fail_on_drift: bool = Field(default=False, description="Fail a check while the new version reports drift.")
+    prometheus_url: str | None = Field(
+        default=None, pattern=r"^https?://.+", description="Read metrics from Prometheus instead of the pods."
+    )
+
+
+class CanarySpec(ApiModel):
+    steps: list[CanaryStep] = Field(min_length=1, max_length=20, description="Traffic steps; 100% follows the last.")
+    max_surge: IntOrPercent = Field(
+        default="25%", description="Extra pods the canary may add on top of spec.replicas (capacity never doubles)."
+    )
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec, json_schema_extra={"default": {}})
+
+
+class BlueGreenSpec(ApiModel):
+    auto_promote: bool = Field(default=True, description="Switch traffic once the preview is ready (and validated).")
+    auto_promotion_seconds: int = Field(default=0, ge=0, description="Wait this long with a ready preview first.")
+    scale_down_delay_seconds: int = Field(
+        default=30, ge=0, description="Keep the old version scaled this long after the switch, for instant rollback."
+    )
+
+
 class StrategySpec(ApiModel):
-    """How a new model version is rolled out. Exactly one strategy may be configured."""
+    """How a new model version is rolled out. At most one strategy may be configured (default: rollingUpdate)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            (
+                "[has(self.rollingUpdate), has(self.canary), has(self.blueGreen)].filter(x, x).size() <= 1",
+                "configure exactly one of strategy.rollingUpdate, strategy.canary, strategy.blueGreen",
+            ),
+        )
+    )
 
     rolling_update: RollingUpdateSpec | None = Field(
         default=None, description="Replace pods in place (the default)."
     )
+    canary: CanarySpec | None = Field(default=None, description="Shift traffic in steps, judged by analysis.")
+    blue_green: BlueGreenSpec | None = Field(default=None, description="Start beside the old version, then switch.")
+
+
+class GatewayRef(ApiModel):
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str | None = Field(default=None, max_length=63)
+    section_name: str | None = Field(default=None, max_length=253)
+
+
+class TrafficSpec(ApiModel):
+    gateway: GatewayRef | None = Field(
+        default=None, description="Split traffic with a Gateway API HTTPRoute attached to this Gateway."
+    )
+    hostnames: list[str] = Field(default_factory=list, max_length=16)
 
 
 class ModelDeploymentSpec(ApiModel):
@@ -180,6 +250,7 @@ class ModelDeploymentSpec(ApiModel):
     server: ServerSpec = Field(default_factory=ServerSpec, json_schema_extra={"default": {}})
     pod: PodSpec = Field(default_factory=PodSpec, json_schema_extra={"default": {}})
     strategy: StrategySpec = Field(default_factory=StrategySpec, json_schema_extra={"default": {}})
+    traffic: TrafficSpec = Field(default_factory=TrafficSpec, json_schema_extra={"default": {}})
 
 
 # ---- status ----------------------------------------------------------------------------------

@@ -9,9 +9,16 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from modeldeploy_api import constants as c
 
+from .patches import merge_patch
+
 Body = dict[str, Any]
 
-_PLURALS = {("apps/v1", "Deployment"): "deployments", ("v1", "Service"): "services"}
+_PLURALS = {
+    ("apps/v1", "Deployment"): "deployments",
+    ("v1", "Service"): "services",
+    ("v1", "Pod"): "pods",
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
+}
 
 
 def _path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
@@ -64,6 +71,24 @@ class Cluster:
                 return None
             raise
 
+    def list_objects(self, api_version: str, kind: str, namespace: str, selector: str) -> list[Body]:
+        result = self._call("GET", _path(api_version, kind, namespace), query=[("labelSelector", selector)])
+        return list(result.get("items") or [])
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        try:
+            self._call("DELETE", _path(api_version, kind, namespace, name),
+                       body={"propagationPolicy": "Background"})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def remove_annotations(self, namespace: str, name: str, keys: tuple[str, ...]) -> None:
+        """Consume one-shot annotations (abort/promote): metadata only, never the spec."""
+        self._call("PATCH", _path(c.API_VERSION, c.KIND, namespace, name),
+                   body={"metadata": {"annotations": dict.fromkeys(keys)}},
+                   content_type="application/merge-patch+json")
+
     def get_model_deployment(self, namespace: str, name: str) -> Body | None:
         return self.get(c.API_VERSION, c.KIND, namespace, name)
 
@@ -73,11 +98,12 @@ class Cluster:
         result = self._call("GET", path)
         return list(result.get("items") or [])
 
-    def patch_status(self, namespace: str, name: str, status: Body) -> Body:
+    def patch_status(self, namespace: str, name: str, old: Body, new: Body) -> Body:
+        """Write `new` over `old` as a merge patch: changed keys only, vanished keys set to null."""
         return self._call(
             "PATCH",
             _path(c.API_VERSION, c.KIND, namespace, name) + "/status",
-            body={"status": status},
+            body={"status": merge_patch(old, new)},
             content_type="application/merge-patch+json",
         )
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modeldeploy_api import constants as c
 from modeldeploy_api.models import ModelDeploymentSpec
 
 from .quantity import parse_quantity
+
+if TYPE_CHECKING:
+    from .rollout import Plan
 
 Body = dict[str, Any]
 
@@ -233,26 +236,79 @@ def build_deployment(md: Body, track: str = c.TRACK_STABLE, spec: ModelDeploymen
     }
 
 
-def build_service(md: Body) -> Body:
+def build_service(md: Body, track: str | None = None, suffix: str = "") -> Body:
+    """A ClusterIP Service `NAME[-suffix]` selecting one track's pods, or every track's when `track` is None."""
     meta = md["metadata"]
     name = meta["name"]
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
-            "name": name,
+            "name": f"{name}-{suffix}" if suffix else name,
             "namespace": meta["namespace"],
             "labels": common_labels(name),
             "ownerReferences": [owner_reference(md)],
         },
         "spec": {
             "type": "ClusterIP",
-            "selector": selector_labels(name),
+            "selector": track_labels(name, track) if track else selector_labels(name),
             "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
         },
     }
 
 
-def build_children(md: Body) -> list[Body]:
-    """Every object the operator owns for this ModelDeployment, in apply order."""
-    return [build_service(md), build_deployment(md)]
+def build_httproute(md: Body, spec: ModelDeploymentSpec, stable_weight: int, new_weight: int) -> Body:
+    """Gateway API HTTPRoute splitting traffic between the stable and canary Services by weight."""
+    meta = md["metadata"]
+    name = meta["name"]
+    gw = spec.traffic.gateway
+    assert gw is not None
+    parent: Body = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gw.name}
+    if gw.namespace:
+        parent["namespace"] = gw.namespace
+    if gw.section_name:
+        parent["sectionName"] = gw.section_name
+    route_spec: Body = {
+        "parentRefs": [parent],
+        "rules": [{
+            "backendRefs": [
+                {"name": f"{name}-{c.TRACK_STABLE}", "port": SERVICE_PORT, "weight": stable_weight},
+                {"name": f"{name}-canary", "port": SERVICE_PORT, "weight": new_weight},
+            ],
+        }],
+    }
+    if spec.traffic.hostnames:
+        route_spec["hostnames"] = list(spec.traffic.hostnames)
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": common_labels(name),
+            "ownerReferences": [owner_reference(md)],
+        },
+        "spec": route_spec,
+    }
+
+
+def build_children(md: Body, plan: Plan | None = None) -> list[Body]:
+    """Every object the operator owns for this ModelDeployment, in apply order.
+
+    Without a `plan` (no rollout under way) that is one Service and the stable Deployment.
+    """
+    spec = parse_spec(md)
+    if plan is None:
+        return [build_service(md), build_deployment(md, spec=spec)]
+    stable = spec.model_copy(update={"model": plan.stable_model, "replicas": plan.stable_replicas})
+    children = [build_service(md, plan.service_track), build_deployment(md, c.TRACK_STABLE, stable)]
+    if plan.new_track and plan.new_model is not None and plan.new_replicas > 0:
+        new = spec.model_copy(update={"model": plan.new_model, "replicas": plan.new_replicas})
+        children.append(build_deployment(md, plan.new_track, new))
+        if plan.new_track == "preview":
+            children.append(build_service(md, "preview", suffix="preview"))
+    if spec.traffic.gateway is not None:
+        children += [build_service(md, c.TRACK_STABLE, suffix=c.TRACK_STABLE),
+                     build_service(md, "canary", suffix="canary"),
+                     build_httproute(md, spec, *plan.weights)]
+    return children

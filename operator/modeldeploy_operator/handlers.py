@@ -37,7 +37,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 def model_deployment_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
     if event.get("type") == "DELETED":
         return  # children go with it through their owner references
-    reconcile(memo.cluster, dict(body), notifier(memo.cluster))
+    meta = body["metadata"]
+    memo.requeue.after(meta["namespace"], meta["name"], reconcile(memo.cluster, dict(body), notifier(memo.cluster)))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
@@ -49,4 +50,4 @@ def child_event(body: kopf.Body, memo: Any, **_: Any) -> None:
         return
     md = memo.cluster.get_model_deployment(*owner)
     if md is not None:
-        reconcile(memo.cluster, md, notifier(memo.cluster))
+        memo.requeue.after(*owner, reconcile(memo.cluster, md, notifier(memo.cluster)))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import time
+from typing import Any
 
 import kopf
 from kubernetes import config
@@ -12,6 +14,7 @@ from kubernetes import config
 from .apply import Cluster
 from .handlers import notifier
 from .reconcile import reconcile
+from .requeue import Requeue
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +36,30 @@ def _load_kube_config() -> None:
         config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
-async def resync_loop(cluster: Cluster, namespaces: list[str], interval: float) -> None:
+async def resync_loop(cluster: Cluster, requeue: Requeue, namespaces: list[str], interval: float) -> None:
+    """Every `interval`: reconcile everything (retries failures). Every second: whatever a rollout asked for."""
     notify = notifier(cluster)
+    scopes: list[str | None] = list(namespaces) or [None]
+    last_full = time.monotonic()
+
+    async def one(md: dict[str, Any]) -> None:
+        meta = md["metadata"]
+        requeue.after(meta["namespace"], meta["name"], await asyncio.to_thread(reconcile, cluster, md, notify))
+
     while True:
-        await asyncio.sleep(interval)
-        scopes: list[str | None] = list(namespaces) or [None]
-        for ns in scopes:
-            try:
-                items = await asyncio.to_thread(cluster.list_model_deployments, ns)
-                for md in items:
-                    await asyncio.to_thread(reconcile, cluster, md, notify)
-            except Exception:
-                log.exception("resync failed; retrying in %ss", interval)
+        await asyncio.sleep(1.0)
+        try:
+            for ns, name in requeue.pop_due():
+                md = await asyncio.to_thread(cluster.get_model_deployment, ns, name)
+                if md is not None:
+                    await one(md)
+            if time.monotonic() - last_full >= interval:
+                last_full = time.monotonic()
+                for scope in scopes:
+                    for md in await asyncio.to_thread(cluster.list_model_deployments, scope):
+                        await one(md)
+        except Exception:
+            log.exception("resync failed; retrying")
 
 
 async def _run(args: argparse.Namespace) -> None:
@@ -52,16 +67,17 @@ async def _run(args: argparse.Namespace) -> None:
 
     _load_kube_config()
     cluster = Cluster()
+    requeue = Requeue()
     stop = asyncio.Event()
     operator = kopf.operator(
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         standalone=True,
         liveness_endpoint=args.liveness or None,
-        memo=kopf.Memo(cluster=cluster),
+        memo=kopf.Memo(cluster=cluster, requeue=requeue),
         stop_flag=stop,
     )
-    resync = asyncio.create_task(resync_loop(cluster, args.namespace, args.resync_seconds))
+    resync = asyncio.create_task(resync_loop(cluster, requeue, args.namespace, args.resync_seconds))
     try:
         await operator
     finally:

@@ -13,8 +13,11 @@ from modeldeploy_api import constants as c
 from pydantic import ValidationError
 
 from .apply import Body, Cluster
-from .builders import build_children
-from .status import READY, STALLED, compute_status, condition, status_changed
+from .builders import build_children, deployment_name, parse_spec
+from .patches import merge_patch
+from .rollout import TrackState, plan
+from .scrape import scrape_tracks
+from .status import READY, STALLED, compute_status, condition
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +43,26 @@ def _api_error(exc: ApiException) -> tuple[str, str]:
 Notify = Callable[[Body, str, str, str], None]  # (resource, "Normal"|"Warning", reason, message)
 
 
-def reconcile(cluster: Cluster, md: Body, notify: Notify | None = None) -> Body | None:
-    """Bring the cluster in line with `md`; returns the status written (None when nothing changed)."""
+TRACKS = (c.TRACK_STABLE, "canary", "preview")
+PRUNABLE = (("apps/v1", "Deployment"), ("v1", "Service"), ("gateway.networking.k8s.io/v1", "HTTPRoute"))
+
+
+def track_state(dep: Body) -> TrackState:
+    meta, spec, st = dep.get("metadata") or {}, dep.get("spec") or {}, dep.get("status") or {}
+    want = int(spec.get("replicas", 1))
+    updated, total = st.get("updatedReplicas", 0) or 0, st.get("replicas", 0) or 0
+    available = st.get("availableReplicas", 0) or 0
+    current = (st.get("observedGeneration", 0) or 0) >= (meta.get("generation", 0) or 0)
+    return TrackState(
+        version=(meta.get("annotations") or {}).get(c.LABEL_MODEL_VERSION),
+        replicas=want,
+        available=available,
+        complete=current and updated >= want and total == updated and available >= want,
+    )
+
+
+def reconcile(cluster: Cluster, md: Body, notify: Notify | None = None) -> float | None:
+    """Bring the cluster in line with `md`. Returns when to look again (seconds) while a rollout is timed."""
     meta = md["metadata"]
     ns, name = meta["namespace"], meta["name"]
     if meta.get("deletionTimestamp"):
@@ -51,28 +72,72 @@ def reconcile(cluster: Cluster, md: Body, notify: Notify | None = None) -> Body 
         if fresh is None or fresh["metadata"].get("uid") != meta.get("uid"):
             return None  # deleted (or replaced) meanwhile: garbage collection handles the children
         md = fresh
+        old = md.get("status") or {}
+        now = dt.datetime.now(dt.UTC)
         error: tuple[str, str] | None = None
         try:
-            for child in build_children(md):
-                cluster.apply(child)
+            spec = parse_spec(md)
         except ValidationError as exc:  # the API server's schema should make this unreachable
-            error = ("InvalidSpec", str(exc).splitlines()[0])
+            _write(cluster, md, old, compute_status(md, None, now_rfc3339(), ("InvalidSpec", str(exc)[:500])), notify)
+            return None
+        deployments = {t: d for t in TRACKS if (d := cluster.get("apps/v1", "Deployment", ns,
+                                                                  deployment_name(name, t)))}
+        tracks = {t: track_state(d) for t, d in deployments.items()}
+        step = plan(md, spec, tracks, now)
+        if step.needs_samples:
+            samples = scrape_tracks(cluster, ns, name, [c.TRACK_STABLE, "canary"], spec.server.port)
+            step = plan(md, spec, tracks, now, samples)
+        try:
+            desired = build_children(md, step)
+            for child in desired:
+                cluster.apply(child)
+            _prune(cluster, ns, name, desired)
         except ApiException as exc:
-            if exc.status in (400, 403, 422):
+            if exc.status in (400, 403, 404, 422):
                 error = _api_error(exc)  # a human must act: Stalled, retried by the resync loop
             else:
                 raise
-        deployment = cluster.get("apps/v1", "Deployment", ns, name)
-        status = compute_status(md, deployment, now_rfc3339(), error)
-        old = md.get("status") or {}
-        if not status_changed(old, status):
-            return None
-        cluster.patch_status(ns, name, status)
-        for etype, reason, message in transitions(old, status):
-            log.log(logging.WARNING if etype == "Warning" else logging.INFO, "%s/%s %s: %s", ns, name, reason, message)
-            if notify:
-                notify(md, etype, reason, message)
-        return status
+        if step.consume_annotations:
+            cluster.remove_annotations(ns, name, step.consume_annotations)
+        stable = cluster.get("apps/v1", "Deployment", ns, name)
+        status = compute_status(md, stable, now_rfc3339(), error, step)
+        for etype, reason, message in step.events:
+            _event(md, etype, reason, message, notify)
+        _write(cluster, md, old, status, notify)
+        return step.requeue_seconds
+
+
+def _prune(cluster: Cluster, ns: str, name: str, desired: list[Body]) -> None:
+    """Delete children this ModelDeployment no longer wants (a finished canary, a preview Service...)."""
+    keep = {(o["kind"], o["metadata"]["name"]) for o in desired}
+    for api_version, kind in PRUNABLE:
+        try:
+            selector = f"{c.LABEL_MD}={name},{c.LABEL_MANAGED_BY}={c.MANAGED_BY}"
+            items = cluster.list_objects(api_version, kind, ns, selector)
+        except ApiException as exc:
+            if exc.status == 404:  # e.g. Gateway API not installed
+                continue
+            raise
+        for item in items:
+            if (kind, item["metadata"]["name"]) not in keep:
+                cluster.delete(api_version, kind, ns, item["metadata"]["name"])
+
+
+def _event(md: Body, etype: str, reason: str, message: str, notify: Notify | None) -> None:
+    meta = md["metadata"]
+    log.log(logging.WARNING if etype == "Warning" else logging.INFO, "%s/%s %s: %s",
+            meta["namespace"], meta["name"], reason, message)
+    if notify:
+        notify(md, etype, reason, message)
+
+
+def _write(cluster: Cluster, md: Body, old: Body, status: Body, notify: Notify | None) -> None:
+    if not merge_patch(old, status):
+        return
+    meta = md["metadata"]
+    cluster.patch_status(meta["namespace"], meta["name"], old, status)
+    for etype, reason, message in transitions(old, status):
+        _event(md, etype, reason, message, notify)
 
 
 def transitions(old: Body, new: Body) -> list[tuple[str, str, str]]:

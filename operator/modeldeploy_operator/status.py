@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from modeldeploy_api import constants as c
 
 from .builders import Body, parse_spec, selector_string, service_url
+
+if TYPE_CHECKING:
+    from .rollout import Plan
 
 READY, RECONCILING, STALLED = "Ready", "Reconciling", "Stalled"
 
@@ -79,8 +83,12 @@ def _condition(
     }
 
 
-def compute_status(md: Body, deployment: Body | None, now: str, error: tuple[str, str] | None = None) -> Body:
-    """The whole `status` for `md` given its observed Deployment.
+STALLED_PHASES = {"Degraded": "AnalysisFailed", "Aborted": "RolloutAborted"}
+
+
+def compute_status(md: Body, deployment: Body | None, now: str, error: tuple[str, str] | None = None,
+                   plan: Plan | None = None) -> Body:
+    """The whole `status` for `md` given its observed stable Deployment and the rollout `plan`.
 
     `error` is (reason, message) of a failure to apply the children; it makes the resource Stalled.
     """
@@ -90,22 +98,35 @@ def compute_status(md: Body, deployment: Body | None, now: str, error: tuple[str
     generation = int(meta.get("generation", 0))
     spec = parse_spec(md)
     desired = spec.model.version
-    rollout = assess_rollout(spec.replicas, desired, deployment)
+    # The stable Deployment runs the plan's stable version (during a canary: the old one).
+    stable_version = plan.stable_model.version if plan else desired
+    stable_replicas = plan.stable_replicas if plan else spec.replicas
+    rollout = assess_rollout(stable_replicas, stable_version, deployment)
+    phase = plan.rollout.get("phase") if plan else None
+    settled = rollout.complete and phase in (None, "Succeeded") and stable_version == desired
 
     current = previous.get("currentVersion")
     prev_version = previous.get("previousVersion")
-    if rollout.complete and current != desired:
+    if settled and current != desired:
         prev_version, current = current, desired
 
     stalled_reason = error[0] if error else rollout.stalled_reason
     stalled_message = error[1] if error else rollout.message
-    reconciling = not rollout.complete and stalled_reason is None
-    if rollout.complete:
+    if plan and not error and phase in STALLED_PHASES:
+        stalled_reason, stalled_message = STALLED_PHASES[phase], str(plan.rollout.get("message", ""))
+    reconciling = not settled and stalled_reason is None
+    message = rollout.message
+    if plan and phase not in (None, "Succeeded"):
+        message = str(plan.rollout.get("message") or message)
+    if settled:
         ready_reason = "ScaledToZero" if spec.replicas == 0 else "Available"
     elif stalled_reason:
         ready_reason = stalled_reason
+    elif phase == "Paused":
+        ready_reason = "Paused"
     else:
         ready_reason = "RollingOut" if current and current != desired else "Progressing"
+    rollout = Rollout(settled, rollout.available, stalled_reason, message)
 
     conditions = [
         _condition(prev_conditions, READY, rollout.complete, ready_reason, rollout.message, generation, now),
@@ -148,6 +169,10 @@ def compute_status(md: Body, deployment: Body | None, now: str, error: tuple[str
         status["currentVersion"] = current
     if prev_version:
         status["previousVersion"] = prev_version
+    if plan:
+        weights = plan.rollout.get("weights") or {}
+        status["rollout"] = {**plan.rollout, "traffic": ",".join(f"{v}={w}" for v, w in weights.items())}
+        status["history"] = plan.history
     return status
 
 
