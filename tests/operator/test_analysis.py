@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from modeldeploy_api.models import AnalysisSpec
 from modeldeploy_operator.analysis import Sample, js_distance, judge, parse_metrics, quantile_ms
 

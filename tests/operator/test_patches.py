@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from modeldeploy_operator.patches import merge_patch
 
 

@@ -6,7 +6,6 @@ import datetime as dt
 from typing import Any
 
 import pytest
-
 from modeldeploy_operator.analysis import Sample
 from modeldeploy_operator.builders import build_children, parse_spec
 from modeldeploy_operator.rollout import (
