@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy api/modeldeploy_api operator/modeldeploy_operator server/modeldeploy_server cli/modeldeploy_cli
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/modeldeploy crd --check -o crds
+	$(VENV)/bin/modeldeploy crd --check -o crds -o charts/modeldeploy/crds
 
 unit: $(STAMP)
 	$(PY) -m pytest tests
@@ -42,7 +42,7 @@ test: lint controlplane
 	$(PY) -m pytest tests e2e
 
 crd: $(STAMP) ## regenerate the CRD YAML from the pydantic models
-	$(VENV)/bin/modeldeploy crd -o crds
+	$(VENV)/bin/modeldeploy crd -o crds -o charts/modeldeploy/crds
 
 clean: down
 	rm -rf .local

@@ -92,8 +92,9 @@ def test_sample_becomes_ready_and_kubectl_shows_it(cluster: Any, ns: str, regist
     cluster.kubectl("-n", ns, "apply", "-f", "-", input=sample(uri, digest))
     cluster.kubectl("-n", ns, "wait", "--for=condition=Ready", "md/iris", "--timeout=180s")
     table = cluster.kubectl("-n", ns, "get", "modeldeployments").stdout.splitlines()
-    assert table[0].split() == ["NAME", "READY", "VERSION", "REPLICAS", "AVAILABLE", "DRIFT", "AGE"]
-    assert table[1].split()[:6] == ["iris", "True", "1.0.0", "2", "2", "Unknown"]
+    assert table[0].split() == ["NAME", "READY", "VERSION", "REPLICAS", "AVAILABLE", "PHASE", "TRAFFIC", "DRIFT",
+                                "AGE"]
+    assert table[1].split()[:8] == ["iris", "True", "1.0.0", "2", "2", "Succeeded", "1.0.0=100", "Unknown"]
     st = md_status(cluster)
     assert st["observedGeneration"] == kubectl_json(cluster, "-n", ns, "get", "md", "iris")["metadata"]["generation"]
     assert {c["type"]: c["status"] for c in st["conditions"]} == {"Ready": "True", "Reconciling": "False",

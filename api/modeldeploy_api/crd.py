@@ -24,6 +24,8 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Version", "type": "string", "jsonPath": ".status.currentVersion"},
     {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
     {"name": "Available", "type": "integer", "jsonPath": ".status.availableReplicas"},
+    {"name": "Phase", "type": "string", "jsonPath": ".status.rollout.phase"},
+    {"name": "Traffic", "type": "string", "jsonPath": ".status.rollout.traffic"},
     {"name": "Drift", "type": "string", "jsonPath": ".status.drift.status"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {

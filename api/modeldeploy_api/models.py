@@ -273,6 +273,42 @@ class DriftStatus(ApiModel):
     details: FreeObject | None = None
 
 
+class ModelRef(ApiModel):
+    version: str
+    uri: str
+    format: str | None = None
+    sha256: str | None = None
+    allow_unverified: bool | None = None
+
+
+class HistoryEntry(ModelRef):
+    at: str | None = None
+    outcome: str | None = Field(default=None, description="Deployed, Promoted, Superseded, RolledBack, Aborted...")
+
+
+class RolloutStatus(ApiModel):
+    strategy: Literal["RollingUpdate", "Canary", "BlueGreen"] | None = None
+    phase: Literal["Progressing", "Paused", "Promoting", "Succeeded", "Degraded", "Aborted"] | None = None
+    stable: ModelRef | None = Field(default=None, description="The version the stable Deployment runs.")
+    new: ModelRef | None = Field(default=None, description="The version being rolled out.")
+    step: int | None = Field(default=None, description="Index of the current canary step.")
+    started_at: str | None = None
+    step_started_at: str | None = None
+    last_check_at: str | None = None
+    preview_ready_at: str | None = None
+    switched_at: str | None = None
+    promoted_at: str | None = None
+    checks: int | None = None
+    failures: int | None = None
+    passed_checks: int | None = None
+    baseline: FreeObject | None = Field(default=None, description="Counters at the start of the step.")
+    last_analysis: FreeObject | None = None
+    weights: dict[str, int] | None = None
+    traffic: str | None = Field(default=None, description="version=percent pairs, e.g. 1.4.0=90,1.5.0=10.")
+    traffic_precision: str | None = None
+    message: str | None = None
+
+
 class ModelDeploymentStatus(ApiModel):
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
@@ -286,3 +322,6 @@ class ModelDeploymentStatus(ApiModel):
     selector: str | None = Field(default=None, description="Label selector of the server pods (scale subresource).")
     url: str | None = Field(default=None, description="In-cluster URL of the prediction service.")
     drift: DriftStatus | None = None
+    rollout: RolloutStatus | None = None
+    history: list[HistoryEntry] = Field(default_factory=list, max_length=20,
+                                        description="Last versions rolled out, newest first.")
