@@ -2,15 +2,21 @@
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from pydantic.json_schema import models_json_schema
+from starlette.convertors import Convertor
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import Receive, Scope, Send
 
 from modeldeploy_server import __version__, schemas
 from modeldeploy_server.codec import error_response
@@ -30,6 +36,55 @@ Serves one model: `/predict` for one row, `/predict/batch` for many, and the Ope
 Protocol (KServe V2) under `/v2`. `/health` is liveness, `/ready` is readiness. Every error is
 `{"error": "<readable message>", "reason": "<machine-readable reason>"}`.
 """
+
+
+_log = logging.getLogger("modeldeploy.server")
+
+Endpoint = Callable[..., Awaitable[Response]]
+
+
+class ModelApp(FastAPI):
+    """FastAPI with a short path for the POST (prediction) routes.
+
+    A POST whose path matches one of those routes calls its endpoint directly: the same function
+    that FastAPI would call, minus the routing, dependency and middleware layers, which cost
+    more than the prediction itself on small models. Endpoints on that path take the Request
+    and their path parameters, return a Response and raise ServerError, rendered here.
+    Everything else (and the OpenAPI description of those routes) is plain FastAPI.
+    """
+
+    _fast_routes: list[tuple[re.Pattern[str], Endpoint, dict[str, Convertor[Any]]]]
+
+    def enable_fast_path(self, routes: Iterable[BaseRoute]) -> None:
+        """Serve the POST routes among `routes` (as included, without prefix) the short way."""
+        self._fast_routes = [
+            (route.path_regex, route.endpoint, route.param_convertors)
+            for route in routes
+            if isinstance(route, APIRoute) and route.methods == {"POST"}
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            for regex, endpoint, convertors in getattr(self, "_fast_routes", ()):
+                match = regex.match(path)
+                if match is not None:
+                    params = {k: convertors[k].convert(v) for k, v in match.groupdict().items()}
+                    scope["app"] = self
+                    await _call_fast(endpoint, params, scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+
+async def _call_fast(endpoint: Endpoint, params: dict[str, Any], scope: Scope, receive: Receive, send: Send) -> None:
+    try:
+        response = await endpoint(Request(scope, receive), **params)
+    except ServerError as exc:
+        response = error_response(exc)
+    except Exception:
+        _log.exception("unhandled error on %s", scope["path"])
+        response = error_response(ServerError("internal server error"))
+    await response(scope, receive, send)
 
 
 def create_app(settings: ServerSettings | None = None, runtime: ModelRuntime | None = None) -> FastAPI:
@@ -53,7 +108,7 @@ def create_app(settings: ServerSettings | None = None, runtime: ModelRuntime | N
             watcher.cancel()
             await runtime.stop()
 
-    app = FastAPI(
+    app = ModelApp(
         title="modeldeploy inference server",
         version=__version__,
         description=DESCRIPTION,
@@ -70,9 +125,11 @@ def create_app(settings: ServerSettings | None = None, runtime: ModelRuntime | N
     app.add_exception_handler(ServerError, _render_server_error)
     app.add_exception_handler(HTTPException, _render_http_error)
     app.add_exception_handler(RequestValidationError, _render_validation_error)
-    app.include_router(build_router(runtime, metrics, settings))
-    app.include_router(build_v2_router(runtime, metrics, settings))
+    routers = [build_router(runtime, metrics, settings), build_v2_router(runtime, metrics, settings)]
+    for router in routers:
+        app.include_router(router)
     app.openapi = _openapi(app, runtime, settings)  # type: ignore[method-assign]
+    app.enable_fast_path(route for router in routers for route in router.routes)
     return app
 
 

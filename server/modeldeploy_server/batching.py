@@ -24,8 +24,9 @@ class MicroBatcher(Generic[R]):
     """Queues validated rows and runs them through `batch_fn` in an executor, many at a time.
 
     A batch is dispatched when it holds `max_batch_size` rows or when its oldest row has waited
-    `max_latency_s`; rows that queued while the previous batch ran have waited already and go at
-    once, so the batch size follows the load. Only one batch runs at a time. If the batch call
+    `max_latency_s` since it arrived; rows that queued while the previous call ran count that
+    time as waited, so under load batches grow with the arrival rate without adding latency.
+    Only one batch runs at a time. If the batch call
     raises, every row is retried alone so that one bad row cannot fail its batch-mates; `batch_fn`
     may also return an exception in place of one row's result.
     """

@@ -87,7 +87,7 @@ def logging_config(settings: ServerSettings) -> dict[str, Any]:
         "loggers": {
             "uvicorn": {"handlers": [], "propagate": True},
             "uvicorn.error": {"handlers": [], "propagate": True},
-            "uvicorn.access": {"handlers": [], "propagate": True},
+            "uvicorn.access": {"handlers": [], "propagate": settings.access_log},
         },
         "root": {"handlers": ["stderr"], "level": settings.log_level},
     }
