@@ -36,9 +36,9 @@ def say(message: str) -> None:
 
 def background(name: str, args: list[str], env: dict[str, str]) -> None:
     """Start a process that outlives `make up`, with a pid file and a log under .local/."""
-    log = (LOCAL / f"{name}.log").open("ab")
-    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, cwd=ROOT)
+    with (LOCAL / f"{name}.log").open("ab") as log:
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=ROOT)
     (LOCAL / f"{name}.pid").write_text(str(proc.pid))
 
 

@@ -88,12 +88,12 @@ class OperatorProcess:
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "already running"
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [MODELDEPLOY, "operator", "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
-             "--resync-seconds", "10", *self.extra],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [MODELDEPLOY, "operator", "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
+                 "--resync-seconds", "10", *self.extra],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
         wait_for(self.healthy, 60, f"operator liveness endpoint (log: {self.log_path})")
 
     def healthy(self) -> bool:
@@ -160,7 +160,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelRegistry
 @pytest.fixture(scope="module")
 def operator_process(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.modeldeploy.dev", "--timeout=60s")
+    wait_for(lambda: cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.modeldeploy.dev",
+                                     "--timeout=10s", check=False).returncode == 0, 60, "the CRD to be established")
     op = OperatorProcess(dict(cluster.env), tmp_path_factory.mktemp("operator") / "operator.log")
     op.start()
     yield op

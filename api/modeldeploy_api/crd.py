@@ -75,6 +75,11 @@ def _int_or_string(node: dict[str, Any]) -> dict[str, Any]:
 
 
 def _finish(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    # JSON Schema 2020 (pydantic) says exclusiveMinimum: 0; OpenAPI v3.0 says minimum: 0 + exclusiveMinimum: true.
+    for bound, flag in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if isinstance(node.get(flag), int | float) and not isinstance(node.get(flag), bool):
+            node[bound] = node.pop(flag)
+            node[flag] = True
     if "const" in node:
         node["enum"] = [node.pop("const")]
     if "enum" in node and "type" not in node:

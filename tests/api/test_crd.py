@@ -56,6 +56,8 @@ def test_schema_is_structural() -> None:
         if "anyOf" in node:
             assert node.get("x-kubernetes-int-or-string"), f"{path}: anyOf only for int-or-string"
         assert node.get("default", 0) is not None, f"{path}: null default"
+        for flag in ("exclusiveMinimum", "exclusiveMaximum"):  # OpenAPI v3.0: booleans
+            assert isinstance(node.get(flag, True), bool), f"{path}.{flag} must be a boolean"
 
 
 def test_api_names_and_subresources() -> None:
