@@ -104,7 +104,9 @@ class V2ModelMetadata(_Doc):
 
 class V2RequestInput(_Doc):
     name: str
-    shape: list[int] = Field(description="[rows, features], or [features] for one row.")
+    shape: list[Annotated[int, Field(ge=0)]] = Field(
+        min_length=1, max_length=2, description="[rows, features], or [features] for one row."
+    )
     datatype: V2Datatype
     parameters: dict[str, Any] | None = None
     data: list[Any] = Field(description="Row-major values, flat or nested.")
@@ -118,8 +120,12 @@ class V2RequestOutput(_Doc):
 class V2InferenceRequest(_Doc):
     id: str | None = None
     parameters: dict[str, Any] | None = None
-    inputs: list[V2RequestInput]
-    outputs: list[V2RequestOutput] | None = None
+    inputs: list[V2RequestInput] = Field(
+        min_length=1, max_length=1, description="The one input tensor of a tabular model."
+    )
+    outputs: list[V2RequestOutput] | None = Field(
+        default=None, description="Outputs wanted by name (predict, predict_proba); default all."
+    )
 
 
 class V2ResponseOutput(_Doc):
