@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
@@ -167,3 +168,72 @@ def operator_process(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> 
     yield op
     op.stop()
     print(f"operator log: {op.log_path}")
+
+
+class ServiceTraffic:
+    """Requests spread over a Service's ready endpoints, as kube-proxy would: what a canary is judged on.
+
+    Endpoints come from the Service's EndpointSlices (loopback pod IPs here), refreshed every second.
+    Counts answers by model version and status code.
+    """
+
+    def __init__(self, cluster: Any, namespace: str, service: str, rows: list[list[float]], rps: float = 20,
+                 path: str = "/predict") -> None:
+        self.cluster, self.ns, self.service, self.rows, self.rps, self.path = (
+            cluster, namespace, service, rows, rps, path)
+        self.by_version: dict[str, int] = {}
+        self.by_code: dict[int, int] = {}
+        self.failures = 0  # connection errors: a pod that went away before the endpoints said so
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._endpoints: list[str] = []
+
+    def endpoints(self) -> list[str]:
+        slices = kubectl_json(self.cluster, "-n", self.ns, "get", "endpointslices",
+                              "-l", f"kubernetes.io/service-name={self.service}")["items"]
+        out = []
+        for sl in slices:
+            port = next((p["port"] for p in sl.get("ports") or [] if p.get("name") == "http"), 8080)
+            for ep in sl.get("endpoints") or []:
+                if (ep.get("conditions") or {}).get("ready"):
+                    for ip in ep["addresses"]:
+                        assert_loopback(ip)
+                        out.append(f"http://{ip}:{port}")
+        return out
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(1.0):
+            with contextlib.suppress(Exception):  # keep the last good list; the API may be briefly busy
+                self._endpoints = self.endpoints()
+
+    def _send(self) -> None:
+        i = 0
+        while not self._stop.wait(1.0 / self.rps):
+            targets = self._endpoints
+            if not targets:
+                continue
+            url = targets[i % len(targets)] + self.path
+            row = self.rows[i % len(self.rows)]
+            i += 1
+            try:
+                code, body = post_json(url, {"features": row}, timeout=5)
+            except OSError:
+                self.failures += 1
+                continue
+            self.by_code[code] = self.by_code.get(code, 0) + 1
+            if code == 200:
+                v = body.get("model_version", "?")
+                self.by_version[v] = self.by_version.get(v, 0) + 1
+
+    def __enter__(self) -> ServiceTraffic:
+        self._endpoints = self.endpoints()
+        self._threads = [threading.Thread(target=self._refresh, daemon=True),
+                         threading.Thread(target=self._send, daemon=True)]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(10)

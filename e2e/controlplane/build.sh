@@ -21,6 +21,10 @@ mkdir -p "$bin"
 
 log() { echo "[build] $*" >&2; }
 
+# One build at a time per cache (parallel test sessions would race on the same outputs).
+exec 9>"$bin/.build.lock"
+if ! flock -n 9; then log "waiting for another build.sh to finish"; flock 9; fi
+
 build() { # build <gomod dir> <output name> <package> [ldflags] [overlay id]
   local dir="$1" out="$2" pkg="$3" ldflags="${4:-}" overlay="${5:-}"
   local stamp="$bin/$out.overlay" want="${overlay:-none}"
