@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import warnings
@@ -87,7 +89,10 @@ def serve(settings: ServerSettings) -> None:
     # Workers are fresh processes: they read the same settings back from the environment, and
     # write metrics to a shared directory so that /metrics adds up every worker's.
     os.environ.update(settings.env())
-    os.environ.setdefault(MULTIPROC_ENV, tempfile.mkdtemp(prefix="modeldeploy-metrics-"))
+    if MULTIPROC_ENV not in os.environ:
+        metrics_dir = tempfile.mkdtemp(prefix="modeldeploy-metrics-")
+        atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
+        os.environ[MULTIPROC_ENV] = metrics_dir
     uvicorn.run("modeldeploy_server.app:app_from_env", factory=True, workers=settings.workers, **common)
 
 
