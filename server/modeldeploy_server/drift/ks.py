@@ -51,6 +51,7 @@ EXACT_MAX_N: Final = 10_000
 
 _AUTO_MAX_N: Final = 10_000  # same switch as scipy's ks_2samp(method="auto")
 _REL_TOL: Final = 1e-9  # an observed statistic counts as "at least d"
+_FFT_MIN_WORK: Final = 200_000  # direct convolution below this many multiply-adds
 
 KsMethod = Literal["auto", "exact", "asymp"]
 
@@ -110,7 +111,7 @@ def multinomial_ks_sf(probs: npt.ArrayLike, n: int, d: float) -> float:
     v = np.ones(1)
     for j in range(p.size):
         k_lo, kern = _poisson_kernel(n * p[j])
-        if v.size * kern.size > 200_000:
+        if v.size * kern.size > _FFT_MIN_WORK:
             v = signal.fftconvolve(v, kern)
             np.maximum(v, 0.0, out=v)  # FFT round-off can leave tiny negatives
         else:

@@ -90,6 +90,14 @@ class _Encoder:
         self.num_edges = [np.asarray(f.edges, dtype=np.float64) for f in num]
         self.num_offsets = self.offsets[self.numeric_cols] if num else np.empty(0, np.int64)
         self.num_missing = self.num_offsets + np.asarray([len(f.counts) for f in num], np.int64)
+        # categorical lookups with the feature's offset folded in: key -> global cell
+        self.cat_lookup: list[tuple[dict[str, int], int, CategoricalProfile]] = []
+        for j in self.categorical_cols:
+            cat = self.features[j]
+            assert isinstance(cat, CategoricalProfile)
+            off = int(self.offsets[j])
+            index = {c: off + i for i, c in enumerate(cat.categories)}
+            self.cat_lookup.append((index, off + len(cat.categories), cat))
 
     def _numeric(self, x: npt.NDArray[np.float64]) -> IntArray:
         """Cell indices (rows, n_numeric) of a float matrix of the numeric features."""
@@ -139,10 +147,19 @@ class _Encoder:
             else:
                 x = as_float_array(rows[:, self.numeric_cols])
             out[:, self.numeric_cols] = self._numeric(x)
-        for j in self.categorical_cols:
-            f = self.features[j]
-            assert isinstance(f, CategoricalProfile)
-            out[:, j] = int(self.offsets[j]) + self._categorical(f, rows[:, j])
+        if self.categorical_cols:
+            # one pass over the categorical values: a dict lookup per value (strings), the
+            # canonical key only for other types (numbers, None, NaN, bytes, ...)
+            cells: list[int] = []
+            append = cells.append
+            lookup = self.cat_lookup
+            for row in rows[:, self.categorical_cols].tolist():
+                for (index, other, f), v in zip(lookup, row, strict=True):
+                    if type(v) is str and v:
+                        append(index.get(v, other))
+                    else:
+                        append(other - len(f.categories) + f.cell_of(category_key(v)))
+            out[:, self.categorical_cols] = np.asarray(cells, dtype=np.int64).reshape(n, len(self.categorical_cols))
         return out
 
     def encode_prediction(self, predictions: npt.NDArray[Any]) -> IntArray:
@@ -152,7 +169,11 @@ class _Encoder:
 
 
 class WindowState:
-    """Per-replica sliding window of cell counts (see module docstring)."""
+    """Per-replica sliding window of cell counts (see module docstring).
+
+    Not thread-safe: a server observing from several threads serialises ``observe`` (and
+    ``to_dict``) with one lock; the work under it is a few microseconds per request.
+    """
 
     def __init__(
         self,
@@ -368,16 +389,19 @@ class WindowState:
             sums = {int(counts[i, s].sum()) for s in slices}
             if sums and sums != {int(rows[i])}:
                 raise StateError(f"state.buckets[{i}]: feature counts do not add up to rows={rows[i]}")
-        state._counts, state._rows = counts, rows
+        state._set_ring(counts, rows)
         state.capacity, state._fill, state.total_rows = capacity, fill, total
-        state._head = 0  # buckets are stored newest first
-        # ring order: physical index (head - age) % k, so store ages in reverse
-        order = [(-a) % k for a in range(k)]
-        state._counts = np.empty_like(counts)
-        state._rows = np.empty_like(rows)
-        state._counts[order] = counts
-        state._rows[order] = rows
         return state
+
+    def _set_ring(self, counts: IntArray, rows: IntArray) -> None:
+        """Install buckets given newest first (age order) as the ring, head at index 0."""
+        k = rows.shape[0]
+        phys = [(-a) % k for a in range(k)]  # age a lives at (head - a) % k
+        self._counts = np.empty_like(counts)
+        self._rows = np.empty_like(rows)
+        self._counts[phys] = counts
+        self._rows[phys] = rows
+        self._head = 0
 
     # ------------------------------------------------------------------ merging
 
@@ -400,12 +424,7 @@ class WindowState:
             order = s._age_order()
             counts[: s.buckets] += s._counts[order]
             rows[: s.buckets] += s._rows[order]
-        phys = [(-a) % k for a in range(k)]
-        merged._counts = np.empty_like(counts)
-        merged._rows = np.empty_like(rows)
-        merged._counts[phys] = counts
-        merged._rows[phys] = rows
-        merged._head = 0
+        merged._set_ring(counts, rows)
         merged.capacity = sum(s.capacity for s in states)
         merged._fill = sum(s._fill for s in states)
         merged.total_rows = sum(s.total_rows for s in states)

@@ -181,3 +181,20 @@ def test_config_validation() -> None:
         DriftConfig(correction="holm")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         DriftConfig(min_samples=0)
+
+
+def test_merged_replicas_give_the_same_verdict_as_one_server() -> None:
+    rng = np.random.default_rng(10)
+    prof = _numeric_profile(rng, 4)
+    rows = rng.normal(size=(900, 4))
+    rows[:, 2] += 0.3
+    preds = rng.normal(size=900)
+    single = WindowState(prof, window_size=900)
+    replicas = [WindowState(prof, window_size=300) for _ in range(3)]
+    for i in range(0, 900, 25):
+        single.observe(rows[i : i + 25], preds[i : i + 25])
+        replicas[(i // 25) % 3].observe(rows[i : i + 25], preds[i : i + 25])
+    merged = WindowState.merge(replicas)
+    a = evaluate(prof, single, checked_at=WHEN)
+    b = evaluate(prof, merged, checked_at=WHEN)
+    assert a == b and a.status is DriftStatus.DRIFTED

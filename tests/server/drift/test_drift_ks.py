@@ -67,6 +67,30 @@ def test_multinomial_sf_large_n_uses_fft_and_stays_a_probability() -> None:
     assert p <= stats.kstwobign.sf(0.012 * 100) + 0.01
 
 
+def test_fft_and_direct_convolution_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modeldeploy_server.drift import ks
+
+    probs = np.full(32, 1 / 32)
+    monkeypatch.setattr(ks, "_FFT_MIN_WORK", 10**12)
+    direct = [multinomial_ks_sf(probs, 10_000, d) for d in (0.006, 0.01, 0.02)]
+    monkeypatch.setattr(ks, "_FFT_MIN_WORK", 0)
+    fft = [multinomial_ks_sf(probs, 10_000, d) for d in (0.006, 0.01, 0.02)]
+    assert fft == pytest.approx(direct, abs=1e-9)
+
+
+def test_large_windows_use_the_asymptotic_path_and_stay_calibrated() -> None:
+    """n = 40,000 > EXACT_MAX_N (e.g. merged replicas): FPR still near alpha."""
+    rng = np.random.default_rng(13)
+    prof, _ = normal_reference(rng, n=200_000)
+    reps, rejected = 300, 0
+    for _ in range(reps):
+        _, p = binned_ks_test(prof.counts, live_counts(prof, rng.normal(size=40_000)))
+        rejected += p <= 0.05
+    assert 0.02 <= rejected / reps <= 0.085
+    _, p_shift = binned_ks_test(prof.counts, live_counts(prof, rng.normal(0.03, size=40_000)))
+    assert p_shift < 0.01
+
+
 def test_multinomial_sf_edge_cases() -> None:
     assert multinomial_ks_sf([0.5, 0.5], 10, 0.0) == 1.0
     assert multinomial_ks_sf([1.0], 10, 0.3) == 1.0
