@@ -61,11 +61,19 @@ def _profile(parser: argparse.ArgumentParser) -> Runner:
     return cast(Runner, run_profile)
 
 
+def _validate(parser: argparse.ArgumentParser) -> Runner:
+    from modeldeploy_server.validate import add_validate_arguments, run_validate
+
+    add_validate_arguments(parser)
+    return run_validate
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Runner]]] = {
     "serve": ("Run the inference server for one model.", _serve),
     "operator": ("Run the Kubernetes operator.", _operator),
     "crd": ("Print (or write) the generated ModelDeployment CRD.", _crd),
     "profile": ("Build a drift reference profile from training data.", _profile),
+    "validate": ("Score a model on a labelled test set; exit 1 below the bar (CI and rollout gate).", _validate),
 }
 
 
