@@ -239,6 +239,18 @@ class TrafficSpec(ApiModel):
     hostnames: list[str] = Field(default_factory=list, max_length=16)
 
 
+class ValidationSpec(ApiModel):
+    """A test set the new version must score on before it gets any traffic (run as a Job)."""
+
+    data_uri: str = Field(min_length=1, max_length=2048, pattern=URI_PATTERN,
+                          description="Labelled test set (CSV with a header row): path or URI.")
+    data_sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    target: str = Field(min_length=1, max_length=253, description="Name of the label column.")
+    metric: Literal["accuracy", "f1", "roc_auc", "rmse", "mae"]
+    threshold: float = Field(description="Lowest acceptable accuracy/f1/roc_auc, highest acceptable rmse/mae.")
+    timeout_seconds: int = Field(default=600, ge=10, le=86400)
+
+
 class ModelDeploymentSpec(ApiModel):
     model: ModelSpec
     replicas: int = Field(default=1, ge=0, le=1000, description="Desired server pods.")
@@ -251,6 +263,7 @@ class ModelDeploymentSpec(ApiModel):
     pod: PodSpec = Field(default_factory=PodSpec, json_schema_extra={"default": {}})
     strategy: StrategySpec = Field(default_factory=StrategySpec, json_schema_extra={"default": {}})
     traffic: TrafficSpec = Field(default_factory=TrafficSpec, json_schema_extra={"default": {}})
+    validation: ValidationSpec | None = Field(default=None, description="Gate a new version on a test-set score.")
 
 
 # ---- status ----------------------------------------------------------------------------------
@@ -286,6 +299,17 @@ class HistoryEntry(ModelRef):
     outcome: str | None = Field(default=None, description="Deployed, Promoted, Superseded, RolledBack, Aborted...")
 
 
+class ValidationRecord(ApiModel):
+    version: str
+    sha256: str | None = None
+    metric: str | None = None
+    threshold: float | None = None
+    score: float | None = None
+    passed: bool | None = None
+    message: str | None = None
+    at: str | None = None
+
+
 class RolloutStatus(ApiModel):
     strategy: Literal["RollingUpdate", "Canary", "BlueGreen"] | None = None
     phase: Literal["Progressing", "Paused", "Promoting", "Succeeded", "Degraded", "Aborted"] | None = None
@@ -307,6 +331,7 @@ class RolloutStatus(ApiModel):
     traffic: str | None = Field(default=None, description="version=percent pairs, e.g. 1.4.0=90,1.5.0=10.")
     traffic_precision: str | None = None
     message: str | None = None
+    reason: str | None = Field(default=None, description="Why the rollout stopped (Degraded/Aborted).")
 
 
 class ModelDeploymentStatus(ApiModel):
@@ -323,5 +348,7 @@ class ModelDeploymentStatus(ApiModel):
     url: str | None = Field(default=None, description="In-cluster URL of the prediction service.")
     drift: DriftStatus | None = None
     rollout: RolloutStatus | None = None
+    validations: list[ValidationRecord] = Field(default_factory=list, max_length=20,
+                                                description="Validation results by model digest, newest first.")
     history: list[HistoryEntry] = Field(default_factory=list, max_length=20,
                                         description="Last versions rolled out, newest first.")

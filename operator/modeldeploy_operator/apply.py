@@ -17,6 +17,7 @@ _PLURALS = {
     ("apps/v1", "Deployment"): "deployments",
     ("v1", "Service"): "services",
     ("v1", "Pod"): "pods",
+    ("batch/v1", "Job"): "jobs",
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
 }
 

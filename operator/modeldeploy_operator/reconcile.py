@@ -10,14 +10,16 @@ from collections.abc import Callable
 
 from kubernetes.client.exceptions import ApiException
 from modeldeploy_api import constants as c
+from modeldeploy_api.models import ModelDeploymentSpec
 from pydantic import ValidationError
 
 from .apply import Body, Cluster
 from .builders import build_children, deployment_name, parse_spec
 from .patches import merge_patch
-from .rollout import TrackState, plan
+from .rollout import Plan, TrackState, model_ref, plan, ref_model
 from .scrape import scrape_tracks
 from .status import READY, STALLED, compute_status, condition
+from .validation import ANNOTATION_REVALIDATE, Gate, evaluate, job_name, remember
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +85,16 @@ def reconcile(cluster: Cluster, md: Body, notify: Notify | None = None) -> float
         deployments = {t: d for t in TRACKS if (d := cluster.get("apps/v1", "Deployment", ns,
                                                                   deployment_name(name, t)))}
         tracks = {t: track_state(d) for t, d in deployments.items()}
-        step = plan(md, spec, tracks, now)
+        gate = _validation_gate(cluster, md, spec, now_rfc3339())
+        plan_spec = gated_spec(md, spec, gate)
+        step = plan(md, plan_spec, tracks, now)
         if step.needs_samples:
             samples = scrape_tracks(cluster, ns, name, [c.TRACK_STABLE, "canary"], spec.server.port)
-            step = plan(md, spec, tracks, now, samples)
+            step = plan(md, plan_spec, tracks, now, samples)
+        hold_gate(md, step, gate)
         try:
+            if gate.job is not None:
+                cluster.apply(gate.job)
             desired = build_children(md, step)
             for child in desired:
                 cluster.apply(child)
@@ -101,10 +108,57 @@ def reconcile(cluster: Cluster, md: Body, notify: Notify | None = None) -> float
             cluster.remove_annotations(ns, name, step.consume_annotations)
         stable = cluster.get("apps/v1", "Deployment", ns, name)
         status = compute_status(md, stable, now_rfc3339(), error, step)
+        validations = old.get("validations") or []
+        if gate.record is not None:
+            validations = remember(validations, gate.record)
+            step.events.append(("Normal" if gate.state == "Passed" else "Warning",
+                                "ValidationPassed" if gate.state == "Passed" else "ValidationFailed", gate.message))
+        if validations:
+            status["validations"] = validations
         for etype, reason, message in step.events:
             _event(md, etype, reason, message, notify)
         _write(cluster, md, old, status, notify)
         return step.requeue_seconds
+
+
+def _validation_gate(cluster: Cluster, md: Body, spec: ModelDeploymentSpec, now: str) -> Gate:
+    """Run (or read) the validation Job for a version that is not yet the stable one."""
+    stable = ((md.get("status") or {}).get("rollout") or {}).get("stable")
+    if spec.validation is None or stable == model_ref(spec.model):
+        return Gate("NotRequired")
+    ns = md["metadata"]["namespace"]
+    name = job_name(md, spec, spec.model)
+    job = cluster.get("batch/v1", "Job", ns, name)
+    pods = cluster.list_objects("v1", "Pod", ns, f"job-name={name}") if job else []
+    return evaluate(md, spec, spec.model, job, pods[0] if pods else None, now)
+
+
+def gated_spec(md: Body, spec: ModelDeploymentSpec, gate: Gate) -> ModelDeploymentSpec:
+    """While the gate is closed, plan as if the spec still asked for the stable version (or for no pods)."""
+    if gate.state not in ("Running", "Failed"):
+        return spec
+    stable = ((md.get("status") or {}).get("rollout") or {}).get("stable")
+    if stable:
+        return spec.model_copy(update={"model": ref_model(stable, spec.model.name)})
+    return spec.model_copy(update={"replicas": 0})
+
+
+def hold_gate(md: Body, step: Plan, gate: Gate) -> None:
+    """Say in the rollout status that (and why) the new version is held back."""
+    if gate.state not in ("Running", "Failed"):
+        return
+    old = (md.get("status") or {}).get("rollout") or {}
+    if not old.get("stable"):
+        step.rollout.pop("stable", None)  # nothing validated has ever run: nothing is stable yet
+        step.history = list((md.get("status") or {}).get("history") or [])
+    if gate.state == "Running":
+        step.rollout.update(phase="Progressing", message=gate.message)
+        step.requeue_seconds = 3
+    else:
+        step.rollout.update(phase="Degraded", reason="ValidationFailed",
+                            message=f"validation of {md['spec']['model']['version']} failed: {gate.message}")
+    if gate.record is not None and ANNOTATION_REVALIDATE in (md["metadata"].get("annotations") or {}):
+        step.consume_annotations = (*step.consume_annotations, ANNOTATION_REVALIDATE)
 
 
 def _prune(cluster: Cluster, ns: str, name: str, desired: list[Body]) -> None:

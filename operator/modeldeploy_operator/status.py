@@ -113,7 +113,8 @@ def compute_status(md: Body, deployment: Body | None, now: str, error: tuple[str
     stalled_reason = error[0] if error else rollout.stalled_reason
     stalled_message = error[1] if error else rollout.message
     if plan and not error and phase in STALLED_PHASES:
-        stalled_reason, stalled_message = STALLED_PHASES[phase], str(plan.rollout.get("message", ""))
+        stalled_reason = str(plan.rollout.get("reason") or STALLED_PHASES[phase])
+        stalled_message = str(plan.rollout.get("message", ""))
     reconciling = not settled and stalled_reason is None
     message = rollout.message
     if plan and phase not in (None, "Succeeded"):
