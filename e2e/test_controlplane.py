@@ -273,6 +273,7 @@ def test_env_expansion_volumes_and_read_only_root(cluster: Cluster, ns: str) -> 
         "cat /etc/conf/app.conf; echo;"
         "cat /var/run/secrets/kubernetes.io/serviceaccount/namespace; echo;"
         "echo cached > /var/cache/modeldeploy/x && cat /var/cache/modeldeploy/x;"
+        "echo temp > /tmp/t && cat /tmp/t;"
         "touch /usr/forbidden 2>/dev/null || echo root-is-read-only"
     )
     cluster.kubectl("-n", ns, "apply", "-f", "-", input=textwrap.dedent(f"""\
@@ -304,9 +305,12 @@ def test_env_expansion_volumes_and_read_only_root(cluster: Cluster, ns: str) -> 
             - {{name: LITERAL_REF, value: "$$(MY_NAME)"}}
             securityContext: {{readOnlyRootFilesystem: true}}
             volumeMounts:
+            # /tmp first: the kubelet's own workdir (the volumes' sources) may be under /tmp
+            - {{name: tmp, mountPath: /tmp}}
             - {{name: cache, mountPath: /var/cache/modeldeploy}}
             - {{name: conf, mountPath: /etc/conf}}
           volumes:
+          - {{name: tmp, emptyDir: {{}}}}
           - {{name: cache, emptyDir: {{}}}}
           - {{name: conf, configMap: {{name: cfg}}}}
         """))
@@ -320,6 +324,7 @@ def test_env_expansion_volumes_and_read_only_root(cluster: Cluster, ns: str) -> 
             "level=debug",
             ns,
             "cached",
+            "temp",
             "root-is-read-only",
         ]
     cluster.kubectl("-n", ns, "delete", "pod", "envtest", "--wait=true", timeout=60)
