@@ -41,6 +41,7 @@ the operator needs to merge and evaluate.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -48,13 +49,14 @@ import numpy as np
 import numpy.typing as npt
 
 from .profile import CategoricalProfile, FeatureProfile, NumericProfile, Profile
-from .table import as_float_array, category_key
+from .table import as_float_array, category_key, to_float
 
 STATE_SCHEMA_VERSION: Final = 1
 STATE_KIND: Final = "DriftWindowState"
 DEFAULT_WINDOW_SIZE: Final = 1000
 DEFAULT_BUCKETS: Final = 10
 _BROADCAST_MAX_ROWS: Final = 32  # batches up to this size use one broadcast comparison
+_ROW_PATH_MAX_FEATURES: Final = 16  # single numeric rows up to this width skip numpy per feature
 
 IntArray = npt.NDArray[np.int64]
 
@@ -98,6 +100,17 @@ class _Encoder:
             off = int(self.offsets[j])
             index = {c: off + i for i, c in enumerate(cat.categories)}
             self.cat_lookup.append((index, off + len(cat.categories), cat))
+        # per-feature specs for the pure-Python single-row path (no numpy call per feature);
+        # it wins for narrow numeric rows and for any row with categorical values
+        self.use_row_path = self.n_features <= _ROW_PATH_MAX_FEATURES or bool(self.categorical_cols)
+        self.row_specs: list[tuple[bool, list[float], int, int, dict[str, int], CategoricalProfile | None]] = []
+        for j, feat in enumerate(profile.features):
+            off = int(self.offsets[j])
+            if isinstance(feat, NumericProfile):
+                self.row_specs.append((True, list(feat.edges), off, off + len(feat.counts), {}, None))
+            else:
+                index = {c: off + i for i, c in enumerate(feat.categories)}
+                self.row_specs.append((False, [], off, off + len(feat.categories), index, feat))
 
     def _numeric(self, x: npt.NDArray[np.float64]) -> IntArray:
         """Cell indices (rows, n_numeric) of a float matrix of the numeric features."""
@@ -160,6 +173,21 @@ class _Encoder:
                     else:
                         append(other - len(f.categories) + f.cell_of(category_key(v)))
             out[:, self.categorical_cols] = np.asarray(cells, dtype=np.int64).reshape(n, len(self.categorical_cols))
+        return out
+
+    def encode_row(self, values: list[Any]) -> list[int]:
+        """Cell indices of one row given as a list (same cells as :meth:`encode`)."""
+        out: list[int] = []
+        append = out.append
+        for (numeric, edges, off, last, index, cat), v in zip(self.row_specs, values, strict=True):
+            if numeric:
+                x = v if type(v) is float else to_float(v)
+                append(last if x != x else off + bisect_left(edges, x))
+            elif type(v) is str and v:
+                append(index.get(v, last))
+            else:
+                assert cat is not None
+                append(off + cat.cell_of(category_key(v)))
         return out
 
     def encode_prediction(self, predictions: npt.NDArray[Any]) -> IntArray:
@@ -253,6 +281,18 @@ class WindowState:
         else:
             p = None
         cap, k = self.capacity, self.buckets
+        if n == 1 and self._enc.use_row_path:
+            # one request row: plain Python per value, a single numpy increment
+            cells = self._enc.encode_row(x[0].tolist())
+            if p is not None:
+                cells.append(int(self._enc.encode_prediction(p)[0]))
+            if self._fill >= cap:
+                self._rotate()
+            self._counts[self._head, cells] += 1  # indices are distinct across features
+            self._rows[self._head] += 1
+            self._fill += 1
+            self.total_rows += 1
+            return
         start = 0
         # Rows that would be evicted within this batch are skipped, keeping the bucket alignment.
         first_room = cap - self._fill

@@ -111,6 +111,33 @@ def test_bad_values_never_crash() -> None:
         st.observe(_rows(np.random.default_rng(0), 3), predictions=["a", "b"])
 
 
+@pytest.mark.parametrize("single_row_path", [True, False])
+def test_row_by_row_equals_batch_for_any_value(single_row_path: bool) -> None:
+    prof = _profile()
+    values = [None, "3.5", " 2 ", "nan", "", "abc", float("inf"), -float("inf"), float("nan"), True, 7, b"1", 2.5, 0.0]
+    cats = [None, "", "x", "y", "w", 3, 2.5, float("nan"), True, b"x"]
+    rng = np.random.default_rng(9)
+    rows = np.empty((60, 3), dtype=object)
+    for i in range(60):
+        rows[i] = [values[rng.integers(len(values))], values[rng.integers(len(values))], cats[rng.integers(len(cats))]]
+    preds = [cats[rng.integers(len(cats))] for _ in range(60)]
+    batch, single = WindowState(prof), WindowState(prof)
+    single._enc.use_row_path = single_row_path  # both single-row implementations
+    batch.observe(rows, preds)
+    for i in range(60):
+        single.observe(rows[i], [preds[i]])
+    assert np.array_equal(batch.window_counts(), single.window_counts())
+    numeric = WindowState(build_profile(rng.normal(size=(500, 2))))
+    numeric_batch = WindowState(numeric.profile)
+    numeric._enc.use_row_path = single_row_path
+    x = rng.normal(size=(40, 2))
+    x[::7, 1] = np.nan
+    numeric_batch.observe(x)
+    for row in x:
+        numeric.observe(row)
+    assert np.array_equal(numeric.window_counts(), numeric_batch.window_counts())
+
+
 def test_sliding_window_keeps_the_last_rows() -> None:
     prof = build_profile({"v": np.arange(100.0)}, bins=10)
     st = WindowState(prof, window_size=100, buckets=10)
