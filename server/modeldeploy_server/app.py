@@ -1,6 +1,5 @@
 """The app factory: wires settings, runtime, metrics, routes and the one error handler."""
 
-import asyncio
 import contextlib
 import logging
 import re
@@ -27,6 +26,7 @@ from modeldeploy_server.routes import build_router
 from modeldeploy_server.runtime import ModelFacts, ModelRuntime
 from modeldeploy_server.settings import ServerSettings
 from modeldeploy_server.v2_routes import build_v2_router
+from modeldeploy_server.workers import WorkerGroup
 
 _REQUEST_MODELS = (schemas.PredictRequest, schemas.BatchRequest, schemas.V2InferenceRequest)
 _HTTP_REASONS = {404: "not_found", 405: "method_not_allowed"}
@@ -97,15 +97,34 @@ def create_app(settings: ServerSettings | None = None, runtime: ModelRuntime | N
     runtime = runtime or ModelRuntime(settings)
     metrics = ServerMetrics(settings.model_name, settings.model_version)
     runtime.on_batch = metrics.observe_batch
+    group = (
+        WorkerGroup(settings.worker_state_dir, settings.workers)
+        if settings.workers > 1 and settings.worker_state_dir
+        else None
+    )
+
+    def readiness() -> ModelFacts:
+        """The model's facts if this process, and every sibling worker, can predict."""
+        facts = runtime.ready()
+        if group is not None:
+            group.check()
+        return facts
+
+    def loaded(facts: ModelFacts) -> None:
+        metrics.model_loaded(facts.format, facts.sha256)
+        if group is not None:
+            group.mark_ready()
+
+    runtime.on_loaded = loaded
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
-        watcher = asyncio.ensure_future(_report_loaded(runtime, metrics))
         try:
             yield
         finally:
-            watcher.cancel()
+            if group is not None:
+                group.mark_gone()
             await runtime.stop()
 
     app = ModelApp(
@@ -120,12 +139,15 @@ def create_app(settings: ServerSettings | None = None, runtime: ModelRuntime | N
     app.state.runtime = runtime
     app.state.metrics = metrics
     if runtime.facts is not None:
-        metrics.model_loaded(runtime.facts.format, runtime.facts.sha256)
+        loaded(runtime.facts)
 
     app.add_exception_handler(ServerError, _render_server_error)
     app.add_exception_handler(HTTPException, _render_http_error)
     app.add_exception_handler(RequestValidationError, _render_validation_error)
-    routers = [build_router(runtime, metrics, settings), build_v2_router(runtime, metrics, settings)]
+    routers = [
+        build_router(runtime, metrics, settings, readiness),
+        build_v2_router(runtime, metrics, settings, readiness),
+    ]
     for router in routers:
         app.include_router(router)
     app.openapi = _openapi(app, runtime, settings)  # type: ignore[method-assign]
@@ -138,12 +160,6 @@ def app_from_env() -> FastAPI:
     settings = ServerSettings()
     configure_logging(settings)
     return create_app(settings)
-
-
-async def _report_loaded(runtime: ModelRuntime, metrics: ServerMetrics) -> None:
-    await runtime.wait_loaded()
-    if runtime.facts is not None:
-        metrics.model_loaded(runtime.facts.format, runtime.facts.sha256)
 
 
 async def _render_server_error(request: Request, exc: Exception) -> Response:

@@ -9,6 +9,7 @@ import shutil
 import sys
 import tempfile
 import warnings
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -88,11 +89,12 @@ def serve(settings: ServerSettings) -> None:
         return
     # Workers are fresh processes: they read the same settings back from the environment, and
     # write metrics to a shared directory so that /metrics adds up every worker's.
+    state_dir = tempfile.mkdtemp(prefix="modeldeploy-workers-")
+    atexit.register(shutil.rmtree, state_dir, ignore_errors=True)
+    settings = settings.model_copy(update={"worker_state_dir": f"{state_dir}/ready"})
     os.environ.update(settings.env())
-    if MULTIPROC_ENV not in os.environ:
-        metrics_dir = tempfile.mkdtemp(prefix="modeldeploy-metrics-")
-        atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
-        os.environ[MULTIPROC_ENV] = metrics_dir
+    os.environ.setdefault(MULTIPROC_ENV, f"{state_dir}/metrics")
+    Path(os.environ[MULTIPROC_ENV]).mkdir(parents=True, exist_ok=True)
     uvicorn.run("modeldeploy_server.app:app_from_env", factory=True, workers=settings.workers, **common)
 
 

@@ -51,7 +51,14 @@ def request_body(model: type[schemas._Doc]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
 
 
-def build_router(runtime: ModelRuntime, metrics: ServerMetrics, settings: ServerSettings) -> APIRouter:
+def build_router(
+    runtime: ModelRuntime,
+    metrics: ServerMetrics,
+    settings: ServerSettings,
+    readiness: Callable[[], ModelFacts] | None = None,
+) -> APIRouter:
+    """The plain API; `readiness` decides /ready (default: the runtime's own readiness)."""
+    is_ready = readiness or runtime.ready
     router = APIRouter()
     limit = settings.max_body_bytes
 
@@ -71,7 +78,7 @@ def build_router(runtime: ModelRuntime, metrics: ServerMetrics, settings: Server
         responses={200: {"model": schemas.ReadyBody}, **schemas.error_responses(503)},
     )
     async def ready() -> Response:
-        facts = runtime.ready()
+        facts = is_ready()
         return json_response({"status": "ready", "model_name": facts.name, "model_version": facts.version})
 
     @router.post(

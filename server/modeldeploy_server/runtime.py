@@ -95,6 +95,8 @@ class ModelRuntime:
         self.error: ServerError | None = None
         self.facts: ModelFacts | None = None
         self.on_batch: Callable[[int], None] | None = None
+        self.on_loaded: Callable[[ModelFacts], None] | None = None
+        """Called in the loading thread once the model is ready."""
         self._predictor: Predictor | None = None
         self._threads = max(1, len(os.sched_getaffinity(0)) // settings.workers)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
@@ -151,6 +153,8 @@ class ModelRuntime:
             self.state = LoadState.FAILED
             self.log.exception("model failed to load", extra={"reason": self.error.reason})
         else:
+            if self.on_loaded is not None:
+                self.on_loaded(facts)
             self._predictor, self.facts = predictor, facts
             self.state = LoadState.READY
             self.log.info(

@@ -56,6 +56,10 @@ class ServerSettings(BaseSettings):
         description="Where downloaded models are kept; a temp dir when not writable.",
     )
     download_timeout_s: float = Field(default=60.0, gt=0)
+    worker_state_dir: str | None = Field(
+        default=None,
+        description="Set by `serve` for several workers: where each marks itself loaded.",
+    )
 
     # Micro-batching of single-row requests.
     max_batch_size: int = Field(default=64, ge=1, le=100_000)

@@ -1,5 +1,6 @@
 """Open Inference Protocol (KServe V2) REST endpoints under /v2, thin over the runtime."""
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -16,11 +17,18 @@ from modeldeploy_server.settings import ServerSettings
 SERVER_NAME = "modeldeploy"
 
 
-def build_v2_router(runtime: ModelRuntime, metrics: ServerMetrics, settings: ServerSettings) -> APIRouter:
+def build_v2_router(
+    runtime: ModelRuntime,
+    metrics: ServerMetrics,
+    settings: ServerSettings,
+    readiness: Callable[[], ModelFacts] | None = None,
+) -> APIRouter:
+    """The V2 API; `readiness` decides the ready endpoints (default: the runtime's own)."""
+    is_ready = readiness or runtime.ready
     router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
     limit = settings.max_body_bytes
 
-    def served(name: str, version: str | None) -> ModelFacts:
+    def served(name: str, version: str | None, check: Callable[[], ModelFacts]) -> ModelFacts:
         """The facts of the model the path names, or 404 / 503 saying why not."""
         if name != settings.model_name:
             raise NotFound(
@@ -32,7 +40,7 @@ def build_v2_router(runtime: ModelRuntime, metrics: ServerMetrics, settings: Ser
                 f"model {name!r} has no version {version!r}; it serves version {settings.model_version!r}",
                 reason="version_not_found",
             )
-        return runtime.ready()
+        return check()
 
     async def server_metadata() -> Response:
         return json_response({"name": SERVER_NAME, "version": __version__, "extensions": list(v2.EXTENSIONS)})
@@ -42,27 +50,27 @@ def build_v2_router(runtime: ModelRuntime, metrics: ServerMetrics, settings: Ser
 
     async def server_ready() -> Response:
         try:
-            runtime.ready()
+            is_ready()
         except ModelNotReady as exc:
             return json_response({"ready": False, **exc.body()}, exc.status)
         return json_response({"ready": True})
 
     async def metadata(name: str) -> Response:
-        return json_response(v2.model_metadata(served(name, None)))
+        return json_response(v2.model_metadata(served(name, None, runtime.ready)))
 
     async def metadata_version(name: str, version: str) -> Response:
-        return json_response(v2.model_metadata(served(name, version)))
+        return json_response(v2.model_metadata(served(name, version, runtime.ready)))
 
     async def model_ready(name: str) -> Response:
-        served(name, None)
+        served(name, None, is_ready)
         return json_response({"name": name, "ready": True})
 
     async def model_ready_version(name: str, version: str) -> Response:
-        served(name, version)
+        served(name, version, is_ready)
         return json_response({"name": name, "ready": True})
 
     async def infer_on(request: Request, name: str, version: str | None) -> Response:
-        facts = served(name, version)
+        facts = served(name, version, runtime.ready)
         body = await read_body(request, limit)
         parsed, binary = v2.parse_request(body, request.headers.get(v2.HEADER_LENGTH))
         requested = v2.requested_outputs(parsed, facts)

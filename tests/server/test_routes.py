@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -319,3 +321,27 @@ def _sample(text: str, name: str) -> float:
         if line.startswith(name + "{") or line.startswith(name + " "):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not in metrics")
+
+
+async def test_ready_waits_for_every_worker(iris_model: SavedModel, tmp_path: Path) -> None:
+    """With several workers, /ready (and V2 readiness) is 200 only once all have loaded."""
+    state = tmp_path / "ready"
+    app = create_app(settings_for(iris_model, workers=2, worker_state_dir=str(state)))
+    async with running(app) as client:
+        alone = await client.get("/ready")
+        v2_alone = await client.get("/v2/health/ready")
+        model_alone = await client.get("/v2/models/m/ready")
+        (state / "999999999").touch()  # a worker that died: its pid is gone
+        stale = await client.get("/ready")
+        (state / str(os.getppid())).touch()  # a live sibling
+        both = await client.get("/ready")
+        predict_meanwhile = await client.post("/predict", json={"features": GOOD})
+    assert alone.status_code == v2_alone.status_code == model_alone.status_code == 503
+    assert alone.json() == {
+        "error": "1 of 2 worker processes have loaded the model",
+        "reason": "workers_loading",
+    }
+    assert stale.status_code == 503
+    assert both.status_code == 200
+    assert predict_meanwhile.status_code == 200
+    assert not (state / str(os.getpid())).exists()  # removed at shutdown
