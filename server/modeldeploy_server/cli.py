@@ -36,15 +36,19 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--allow-unverified", dest="allow_unverified", action="store_true", default=None,
         help="load a pickle without a pinned sha256 (unsafe; MODELDEPLOY_ALLOW_UNVERIFIED)",
     )  # fmt: skip
-    parser.add_argument("--name", dest="model_name", help="model name (MODELDEPLOY_MODEL_NAME)")
-    parser.add_argument("--version", dest="model_version", help="model version (MODELDEPLOY_MODEL_VERSION)")
+    parser.add_argument("--name", dest="model_name", metavar="N", help="model name (MODELDEPLOY_MODEL_NAME)")
     parser.add_argument(
-        "--format", dest="model_format", choices=_FORMATS,
-        help="model format; auto guesses from the suffix (MODELDEPLOY_MODEL_FORMAT)",
+        "--version", dest="model_version", metavar="V", help="model version (MODELDEPLOY_MODEL_VERSION)"
+    )
+    parser.add_argument(
+        "--format", dest="model_format", choices=_FORMATS, metavar="F",
+        help="auto, sklearn, skops or onnx; auto guesses from the suffix (MODELDEPLOY_MODEL_FORMAT)",
     )  # fmt: skip
-    parser.add_argument("--host", help="address to listen on (MODELDEPLOY_HOST)")
-    parser.add_argument("--port", type=int, help="port to listen on (MODELDEPLOY_PORT)")
-    parser.add_argument("--workers", type=int, help="worker processes, e.g. the CPU limit (MODELDEPLOY_WORKERS)")
+    parser.add_argument("--host", metavar="H", help="address to listen on (MODELDEPLOY_HOST)")
+    parser.add_argument("--port", type=int, metavar="P", help="port to listen on (MODELDEPLOY_PORT)")
+    parser.add_argument(
+        "--workers", type=int, metavar="N", help="worker processes, e.g. the CPU limit (MODELDEPLOY_WORKERS)"
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
