@@ -395,3 +395,38 @@ def test_kubelet_restart_kills_orphans_and_reruns_pods_on_the_same_ip(
     assert after and not set(before) & set(after), (before, after)
     assert http_status(ip, 8000) == 200
     cluster.kubectl("-n", ns, "delete", "pod", "survivor", "--wait=true", timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("$(A)", "a"),
+        ("x$(A)y$(B)z", "xaybz"),
+        ("$$(A)", "$(A)"),
+        ("$$$(A)", "$a"),
+        ("$(UNSET)", "$(UNSET)"),
+        ("$(A", "$(A"),
+        ("$A", "$A"),
+        ("$", "$"),
+        ("a$$b", "a$b"),
+        ("$()", "$()"),
+    ],
+)
+def test_dollar_paren_expansion_follows_kubernetes(text: str, expected: str) -> None:
+    from controlplane.kubelet.env import expand
+
+    assert expand(text, {"A": "a", "B": "b"}) == expected
+
+
+def test_pod_ips_are_unique_loopback_and_not_reused_at_once() -> None:
+    from controlplane.kubelet.ipam import Ipam
+
+    ipam = Ipam("127.200.0.0/16")
+    first = ipam.allocate("a")
+    second = ipam.allocate("b")
+    assert first != second and ipam.allocate("a") == first
+    ipam.release("a")
+    assert ipam.allocate("c") not in (first, second)
+    assert ipam.allocate("d", prefer=first) == first  # a restarted kubelet keeps a pod's IP
+    with pytest.raises(ValueError, match=r"127\.0\.0\.0/8"):
+        Ipam("10.0.0.0/24")

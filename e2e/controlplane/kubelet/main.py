@@ -25,7 +25,7 @@ Obj = dict[str, Any]
 log = logging.getLogger("kubelet")
 
 
-class _Stop(Exception):
+class _Stop(BaseException):
     """Raised in the main thread by SIGTERM/SIGINT to leave the watch."""
 
 
@@ -214,10 +214,13 @@ class Kubelet:
             except Gone as e:
                 log.info("watch expired (%s); listing again", e)
                 rv = None
-            except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as e:
+            except Exception as e:  # anything else: keep the pods running, list again later
                 failures += 1
                 delay = min(0.2 * 2**failures, 5.0)
-                log.warning("pod watch failed (%s); retrying in %.1fs", e, delay)
+                if isinstance(e, (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError)):
+                    log.warning("pod watch failed (%s); retrying in %.1fs", e, delay)
+                else:
+                    log.exception("unexpected error in the pod watch; retrying in %.1fs", delay)
                 time.sleep(delay)
                 if failures > 3:
                     rv = None  # start over with a fresh list

@@ -99,6 +99,7 @@ class PodWorker(threading.Thread):
         self.terminal = False
         self._removed = False
         self._shutdown = False
+        self._completing = False  # all regular containers are done: sidecars stop for good
         self._published: Obj | None = None
         self._publish_retry: float | None = None
         self._cond_times: dict[str, tuple[str, str]] = {}
@@ -288,6 +289,12 @@ class PodWorker(threading.Thread):
         for c in self.containers:
             if not c.running and not c.done and now >= c.next_start:
                 self._start(c)
+        if self.containers and all(c.done for c in self.containers) and not self._completing:
+            # Every regular container finished for good: sidecars are stopped, the pod completes.
+            self._completing = True
+            for sc in self.init_containers:
+                if sc.sidecar and sc.running:
+                    self._kill(sc, f"Stopping sidecar container {sc.name}")
         for c in self.all_containers:
             if c.running:
                 self._probe(c)
@@ -296,6 +303,8 @@ class PodWorker(threading.Thread):
         """Run init containers in order; True once all are done (sidecars: started)."""
         for c in self.init_containers:
             if c.sidecar:
+                if c.done:  # stopped because the pod completes
+                    continue
                 if not c.running and now >= c.next_start:
                     self._start(c)
                 if c.running:
@@ -497,7 +506,8 @@ class PodWorker(threading.Thread):
         else:
             policy = self.restart_policy
         restart = policy == "Always" or (policy == "OnFailure" and code != 0)
-        if self._shutdown or self._removed or self.pod["metadata"].get("deletionTimestamp"):
+        if (self._shutdown or self._removed or self._completing
+                or self.pod["metadata"].get("deletionTimestamp")):
             restart = False
         if not restart:
             c.state, c.terminated, c.done = "terminated", term, True
@@ -626,7 +636,8 @@ class PodWorker(threading.Thread):
                           if not c.sidecar)
         if init_failed and self.restart_policy == "Never":
             return "Failed"
-        if not all(c.succeeded or (c.sidecar and c.running) for c in self.init_containers):
+        if not all(c.succeeded or (c.sidecar and (c.running or c.done))
+                   for c in self.init_containers):
             return "Failed" if self.terminal else "Pending"
         running = stopped = succeeded = waiting = 0
         for c in self.containers:
@@ -646,6 +657,8 @@ class PodWorker(threading.Thread):
         if running > 0:
             return "Running"
         if stopped == len(self.containers):
+            if any(c.sidecar and c.running for c in self.init_containers):
+                return "Running"  # completes once the sidecars are stopped
             if self.restart_policy == "Always":
                 return "Running"
             if succeeded == stopped:
