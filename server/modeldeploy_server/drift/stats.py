@@ -2,7 +2,10 @@
 
 * **PSI** ``sum (q - p) ln(q / p)`` over the reference cells, with both proportion vectors
   smoothed as ``(x + eps) / (1 + eps * B)``, ``eps = PSI_EPSILON = 1e-4``, so empty cells give
-  a large but finite contribution (the usual "replace 0 by 0.0001" convention).
+  a large but finite contribution (the usual "replace 0 by 0.0001" convention).  PSI is
+  biased upwards on small windows (about ``(B - 1) / n`` under no drift: 0.15 for 32 bins and
+  200 rows), so the usual 0.1 / 0.25 thresholds only mean something for large windows; the
+  verdicts use the p-values.
 * **Jensen-Shannon distance** (base 2, in [0, 1]) on the raw proportions; empty cells need no
   epsilon (``0 log 0 = 0``).
 * **Chi-squared** for categorical features: Pearson's statistic on the 2 x K table of reference
