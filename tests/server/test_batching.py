@@ -99,8 +99,8 @@ async def test_zero_latency_dispatches_at_once() -> None:
 
 
 async def test_waiting_counts_from_arrival_even_while_a_call_runs() -> None:
-    fn = Recorder(delay=0.3)
-    b = batcher(fn, max_latency_s=0.4, max_batch_size=4)
+    fn = Recorder(delay=0.5)
+    b = batcher(fn, max_latency_s=0.5, max_batch_size=4)
     b.start()
     started = time.perf_counter()
     first = [asyncio.ensure_future(b.submit(np.array([1.0]))) for _ in range(4)]  # full: goes
@@ -110,9 +110,9 @@ async def test_waiting_counts_from_arrival_even_while_a_call_runs() -> None:
     elapsed = time.perf_counter() - started
     await b.stop()
     assert fn.sizes == [4, 3]
-    # The 3 rows arrived at 0.05 s: due at 0.45 s, done at 0.75 s; counting their wait from the
-    # end of the first call (0.3 s) instead would finish them at 1.0 s.
-    assert 0.7 <= elapsed < 0.9
+    # The 3 rows arrived at 0.05 s: due at 0.55 s, done at 1.05 s. Counting their wait from the
+    # end of the first call (0.5 s) instead would finish them at 1.5 s.
+    assert 1.0 <= elapsed < 1.35
 
 
 async def test_one_bad_row_does_not_fail_its_batch_mates() -> None:
