@@ -157,8 +157,11 @@ def create_app(settings: ServerSettings | None = None, runtime: ModelRuntime | N
 
 def app_from_env() -> FastAPI:
     """Factory for uvicorn's worker processes: settings from the MODELDEPLOY_* environment."""
+    from modeldeploy_server.cli import quiet_per_call_warnings
+
     settings = ServerSettings()
     configure_logging(settings)
+    quiet_per_call_warnings()
     return create_app(settings)
 
 

@@ -76,8 +76,7 @@ def run_serve(args: argparse.Namespace) -> int:
 def serve(settings: ServerSettings) -> None:
     import uvicorn
 
-    # Predicting with an ndarray on a model fitted on a DataFrame warns on every call.
-    warnings.filterwarnings("ignore", message="X does not have valid feature names")
+    quiet_per_call_warnings()
     common: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -100,6 +99,12 @@ def serve(settings: ServerSettings) -> None:
     os.environ.setdefault(MULTIPROC_ENV, f"{state_dir}/metrics")
     Path(os.environ[MULTIPROC_ENV]).mkdir(parents=True, exist_ok=True)
     uvicorn.run("modeldeploy_server.app:app_from_env", factory=True, workers=settings.workers, **common)
+
+
+def quiet_per_call_warnings() -> None:
+    """Silence warnings that scikit-learn would repeat on every prediction."""
+    # Predicting with an ndarray on a model fitted on a DataFrame warns on every call.
+    warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
 
 def _explain(exc: ValidationError) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import enum
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -195,8 +196,15 @@ class ModelRuntime:
             from threadpoolctl import threadpool_limits
 
             threadpool_limits(limits=self._threads)
-        predictor = formats.load(fmt, local.path, trusted_types=s.skops_trusted_types, threads=self._threads)
-        return predictor, self._facts(predictor, fmt, local.sha256, started)
+        # Warnings while unpickling (e.g. a model saved by another scikit-learn version) are
+        # worth one log line each, with the model named, rather than a stray stderr line.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            predictor = formats.load(fmt, local.path, trusted_types=s.skops_trusted_types, threads=self._threads)
+            facts = self._facts(predictor, fmt, local.sha256, started)
+        for message in dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught):
+            self.log.warning("while loading: %s", message)
+        return predictor, facts
 
     def _facts(self, predictor: Predictor, fmt: str, sha256: str, started: float) -> ModelFacts:
         sample: Outputs | None = None

@@ -342,3 +342,20 @@ def test_warm_up_sees_multi_output_regressors(tmp_path: Path) -> None:
     facts = runtime.ready()
     assert facts.label_width == 2
     assert facts.classes is None
+
+
+def test_load_warnings_are_logged_with_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pickle from another scikit-learn version loads, and says so once, in the log."""
+    model, X = models.iris_logreg()
+    with monkeypatch.context() as patched:
+        patched.setattr("sklearn.base.__version__", "0.0.1")
+        saved = models.save_joblib(model, X, tmp_path / "old.joblib")
+    runtime = load(saved)
+    assert runtime.state is LoadState.READY
+    lines = [r for r in caplog.records if r.getMessage().startswith("while loading:")]
+    assert len(lines) == 1
+    assert "InconsistentVersionWarning" in lines[0].getMessage()
+    assert "0.0.1" in lines[0].getMessage()
+    assert lines[0].model_name == "m"  # type: ignore[attr-defined]
