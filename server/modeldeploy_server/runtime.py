@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from modeldeploy_server.errors import (
 from modeldeploy_server.formats import Outputs, Predictor
 from modeldeploy_server.logs import ModelLogger, model_logger
 from modeldeploy_server.settings import ServerSettings
+from modeldeploy_server.workers import available_cpus
 
 FEATURE_LIMIT = float(np.finfo(np.float32).max)
 """Largest accepted feature magnitude: tree models and ONNX graphs compute in float32."""
@@ -99,7 +99,8 @@ class ModelRuntime:
         self.on_loaded: Callable[[ModelFacts], None] | None = None
         """Called in the loading thread once the model is ready."""
         self._predictor: Predictor | None = None
-        self._threads = max(1, len(os.sched_getaffinity(0)) // settings.workers)
+        # Threads for the model's own pools (BLAS, OpenMP, onnxruntime), shared by the workers.
+        self._threads = max(1, available_cpus() // settings.workers)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
         self._batcher: MicroBatcher[RowPrediction] | None = None
         self._load_task: asyncio.Future[LoadState] | None = None
@@ -192,10 +193,9 @@ class ModelRuntime:
             timeout_s=s.download_timeout_s,
             log=self.log,
         )
-        if s.workers > 1:
-            from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits
 
-            threadpool_limits(limits=self._threads)
+        threadpool_limits(limits=self._threads)
         # Warnings while unpickling (e.g. a model saved by another scikit-learn version) are
         # worth one log line each, with the model named, rather than a stray stderr line.
         with warnings.catch_warnings(record=True) as caught:
