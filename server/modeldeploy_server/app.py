@@ -144,6 +144,7 @@ def create_app(settings: ServerSettings | None = None, runtime: ModelRuntime | N
     app.add_exception_handler(ServerError, _render_server_error)
     app.add_exception_handler(HTTPException, _render_http_error)
     app.add_exception_handler(RequestValidationError, _render_validation_error)
+    app.add_exception_handler(Exception, _render_unexpected)
     routers = [
         build_router(runtime, metrics, settings, readiness),
         build_v2_router(runtime, metrics, settings, readiness),
@@ -178,6 +179,11 @@ async def _render_http_error(request: Request, exc: Exception) -> Response:
     if exc.headers:
         response.headers.update(exc.headers)
     return response
+
+
+async def _render_unexpected(request: Request, exc: Exception) -> Response:
+    _log.error("unhandled error on %s", request.url.path, exc_info=exc)
+    return error_response(ServerError("internal server error"))
 
 
 async def _render_validation_error(request: Request, exc: Exception) -> Response:

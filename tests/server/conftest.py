@@ -63,12 +63,14 @@ def settings_for(saved: SavedModel, **overrides: Any) -> ServerSettings:
 
 
 @contextlib.asynccontextmanager
-async def running(app: FastAPI, *, wait: bool = True) -> AsyncIterator[httpx.AsyncClient]:
+async def running(
+    app: FastAPI, *, wait: bool = True, raise_app_exceptions: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
     """An in-process client on `app`, with its lifespan run (and the model loaded if `wait`)."""
     async with app.router.lifespan_context(app):
         if wait:
             await app.state.runtime.wait_loaded()
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client
 

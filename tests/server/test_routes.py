@@ -345,3 +345,23 @@ async def test_ready_waits_for_every_worker(iris_model: SavedModel, tmp_path: Pa
     assert both.status_code == 200
     assert predict_meanwhile.status_code == 200
     assert not (state / str(os.getpid())).exists()  # removed at shutdown
+
+
+async def test_unexpected_errors_are_json_500s(
+    iris_model: SavedModel, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(settings_for(iris_model))
+    runtime = app.state.runtime
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("bug")
+
+    async with running(app, raise_app_exceptions=False) as client:
+        monkeypatch.setattr(runtime, "predict_one", broken)  # the short POST path
+        predict = await client.post("/predict", json={"features": GOOD})
+        monkeypatch.setattr(runtime, "ready", broken)  # a plain FastAPI route
+        ready = await client.get("/ready")
+    for response in (predict, ready):
+        assert response.status_code == 500
+        assert response.json() == {"error": "internal server error", "reason": "internal_error"}
+    assert sum("unhandled error on" in r.getMessage() for r in caplog.records) == 2
