@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import platform
+import shutil
 import signal
 import ssl
 import subprocess
@@ -394,6 +395,10 @@ class LocalCluster(Cluster):
     def _start_once(self, timeout: float, watchdog: bool) -> None:
         deadline = time.monotonic() + timeout
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # A fresh cluster: nothing of an earlier one in this workdir may come back (its etcd
+        # data, pods, keys). Logs are kept and appended to.
+        for sub in ("etcd", "kubelet", "certs", "pki", "kubeconfigs", "kwok"):
+            shutil.rmtree(self.workdir / sub, ignore_errors=True)
         self.logs_dir.mkdir(exist_ok=True)
         self.id = uuid.uuid4().hex
         self.network, self._lock_fd = network.reserve()
@@ -821,13 +826,3 @@ class LocalCluster(Cluster):
             f"--pod-cidr={self.network.pod_cidr}",
             f"--workdir={self.kubelet_dir}",
         ]
-
-
-def stop_on_signals(cluster: LocalCluster) -> None:
-    """Make SIGTERM/SIGHUP raise SystemExit so `finally: cluster.stop()` blocks run."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, handler)
