@@ -26,9 +26,9 @@ class MicroBatcher(Generic[R]):
     A batch is dispatched when it holds `max_batch_size` rows or when its oldest row has waited
     `max_latency_s` since it arrived; rows that queued while the previous call ran count that
     time as waited, so under load batches grow with the arrival rate without adding latency.
-    Only one batch runs at a time. If the batch call
-    raises, every row is retried alone so that one bad row cannot fail its batch-mates; `batch_fn`
-    may also return an exception in place of one row's result.
+    Only one batch runs at a time. If the batch call raises, every row is retried alone so that
+    one bad row cannot fail its batch-mates; `batch_fn` may also return an exception in place of
+    one row's result. At most `max_queue_size` rows wait; more are refused (503, retry later).
     """
 
     def __init__(
