@@ -5,6 +5,7 @@ Runs in order; each step builds on the previous one, as a user's session would.
 
 from __future__ import annotations
 
+import json
 import string
 import urllib.error
 import urllib.request
@@ -152,7 +153,8 @@ def test_bad_digest_never_serves_and_the_old_version_keeps_serving(
         try:
             urllib.request.urlopen(f"http://{ip}:8080/ready", timeout=2)
         except urllib.error.HTTPError as e:
-            return e.read().decode() if e.code == 503 else None
+            body = e.read().decode()
+            return body if e.code == 503 and "model_loading" not in body else None
         return None
 
     reason = wait_for(not_ready_reason, 60, "the server to refuse readiness with a reason")
@@ -174,8 +176,8 @@ def test_kubectl_scale(cluster: Any, ns: str) -> None:
     cluster.kubectl("-n", ns, "scale", "md", "iris", "--replicas=3")
     wait_for(lambda: md_status(cluster).get("availableReplicas") == 3, 120, "3 available replicas")
     cluster.kubectl("-n", ns, "wait", "--for=condition=Ready", "md/iris", "--timeout=60s")
-    scale = kubectl_json(cluster, "get", "--raw",
-                         f"/apis/modeldeploy.dev/v1alpha1/namespaces/{ns}/modeldeployments/iris/scale")
+    scale = json.loads(cluster.kubectl(
+        "get", "--raw", f"/apis/modeldeploy.dev/v1alpha1/namespaces/{ns}/modeldeployments/iris/scale").stdout)
     assert scale["spec"]["replicas"] == 3 and scale["status"]["replicas"] == 3
     assert scale["status"]["selector"] == "modeldeploy.dev/modeldeployment=iris,modeldeploy.dev/track=stable"
     assert len(server_pods(cluster)) == 3
