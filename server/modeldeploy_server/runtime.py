@@ -98,6 +98,9 @@ class ModelRuntime:
         self.on_batch: Callable[[int], None] | None = None
         self.on_loaded: Callable[[ModelFacts], None] | None = None
         """Called in the loading thread once the model is ready."""
+        self.on_predicted: Callable[[np.ndarray[Any, Any], Outputs], None] | None = None
+        """Called in the predict thread after each model call with its rows and outputs (e.g.
+        for drift statistics); must be quick, must not keep the rows; its errors are logged."""
         self._predictor: Predictor | None = None
         # Threads for the model's own pools (BLAS, OpenMP, onnxruntime), shared by the workers.
         self._threads = max(1, available_cpus() // settings.workers)
@@ -364,9 +367,19 @@ class ModelRuntime:
             self.log.exception("prediction failed")
             raise PredictionFailed(f"the model failed: {type(exc).__name__}: {exc}") from exc
 
+    def _observe(self, rows: np.ndarray[Any, Any], outputs: Outputs) -> None:
+        hook = self.on_predicted
+        if hook is None:
+            return
+        try:
+            hook(rows, outputs)
+        except Exception:
+            self.log.exception("on_predicted hook failed (the prediction is unaffected)")
+
     def _predict_checked(self, rows: np.ndarray[Any, Any]) -> Outputs:
         """Executor side of predict_many: the outputs, refused whole if any is not finite."""
         outputs = self._call(self._predictor_or_raise(), rows)
+        self._observe(rows, outputs)
         bad = _non_finite_rows(outputs)
         if bad.any():
             raise ModelRejectedInput(
@@ -378,6 +391,7 @@ class ModelRuntime:
     def _predict_rows(self, rows: np.ndarray[Any, Any]) -> list[RowPrediction | BaseException]:
         """Executor side of the batcher: JSON-ready results, an error for each bad row."""
         outputs = self._call(self._predictor_or_raise(), rows)
+        self._observe(rows, outputs)
         labels = outputs.labels.tolist()
         proba = outputs.proba.tolist() if outputs.proba is not None else None
         bad = _non_finite_rows(outputs)

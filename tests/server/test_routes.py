@@ -365,3 +365,19 @@ async def test_unexpected_errors_are_json_500s(
         assert response.status_code == 500
         assert response.json() == {"error": "internal server error", "reason": "internal_error"}
     assert sum("unhandled error on" in r.getMessage() for r in caplog.records) == 2
+
+
+async def test_on_predicted_sees_every_model_call(iris_model: SavedModel, caplog: pytest.LogCaptureFixture) -> None:
+    """The hook for per-call statistics (drift): rows and outputs, never breaking a prediction."""
+    seen: list[tuple[int, list[Any]]] = []
+    app = create_app(settings_for(iris_model))
+    runtime = app.state.runtime
+    runtime.on_predicted = lambda rows, out: seen.append((len(rows), out.labels.tolist()))
+    async with running(app) as client:
+        await client.post("/predict", json={"features": GOOD})
+        await client.post("/predict/batch", json={"instances": [GOOD, GOOD]})
+        runtime.on_predicted = lambda rows, out: 1 / 0
+        broken_hook = await client.post("/predict", json={"features": GOOD})
+    assert seen == [(1, ["setosa"]), (2, ["setosa", "setosa"])]
+    assert broken_hook.status_code == 200
+    assert any("on_predicted hook failed" in r.getMessage() for r in caplog.records)
