@@ -38,7 +38,7 @@ def test_api_conforms_to_its_schema(iris_model: SavedModel, mode: GenerationMode
 
 def _fuzz(operation: Any, mode: GenerationMode, excluded: list[Any]) -> None:
     @hypothesis.settings(
-        max_examples=15,
+        max_examples=10,
         deadline=None,
         database=None,
         derandomize=True,
