@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import rbac
 import yaml
-from rbac import CHART, NAMESPACE, RELEASE, ensure_namespace, helm, operator_kubeconfig, values_args
+from rbac import CHART, ensure_namespace, helm, operator_kubeconfig, values_args
 from support import (  # noqa: F401  (fixtures)
     ROOT,
     ModelRegistry,
@@ -24,10 +25,13 @@ from support import (  # noqa: F401  (fixtures)
     wait_for,
 )
 
+# A release of its own: rbac.py's default identity (release "modeldeploy") may be in use by other modules'
+# operators for the whole session, and this module uninstalls what it installs.
+RELEASE, NAMESPACE = "md-helm", "md-helm-system"
+OPERATOR_SA = "md-helm-modeldeploy-operator"
 MODELS_NS = "helm-models"
 SCOPED_RELEASE, TEAM_A, TEAM_B = "scoped", "helm-team-a", "helm-team-b"
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/warn": "restricted"}
-OPERATOR_SA = "modeldeploy-operator"
 
 # resource -> verbs, as `kubectl auth can-i --list` prints them (charts/modeldeploy/templates/_helpers.tpl)
 NEEDED = {
@@ -176,12 +180,15 @@ def test_can_i_list_shows_nothing_beyond_what_is_needed(cluster: Any, release: s
 
 
 def test_token_kubeconfig_authenticates_as_the_operator(cluster: Any, release: str, tmp_path: Path) -> None:
+    """rbac.operator_kubeconfig's default identity: what other e2e modules run their operators with."""
     path = operator_kubeconfig(cluster, tmp_path)
     assert path.stat().st_mode & 0o077 == 0
     who = json.loads(cluster.kubectl("--kubeconfig", str(path), "auth", "whoami", "-o", "json").stdout)
-    assert who["status"]["userInfo"]["username"] == f"system:serviceaccount:{NAMESPACE}:{OPERATOR_SA}"
-    assert cluster.kubectl("--kubeconfig", str(path), "get", "md", "-A", "-o", "name").stdout.split() == [
-        "modeldeployment.modeldeploy.dev/iris"]
+    user = f"system:serviceaccount:{rbac.NAMESPACE}:modeldeploy-operator"
+    assert who["status"]["userInfo"]["username"] == user
+    assert can_i_list(cluster, user, MODELS_NS)[0] == {**NEEDED, **SELF_REVIEWS}
+    assert "modeldeployment.modeldeploy.dev/iris" in cluster.kubectl(
+        "--kubeconfig", str(path), "get", "md", "-A", "-o", "name").stdout.split()
     denied = cluster.kubectl("--kubeconfig", str(path), "get", "secrets", "-n", MODELS_NS, check=False)
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), denied.stderr
 
@@ -189,7 +196,7 @@ def test_token_kubeconfig_authenticates_as_the_operator(cluster: Any, release: s
 def test_uninstall_keeps_the_crd_and_the_models(cluster: Any, release: str) -> None:
     helm(cluster, "uninstall", release, "-n", NAMESPACE, "--wait")
     wait_for(lambda: not kubectl_json(cluster, "-n", NAMESPACE, "get", "pods")["items"], 60, "the operator to stop")
-    assert cluster.kubectl("get", "clusterrole", "modeldeploy-operator", check=False).returncode != 0
+    assert cluster.kubectl("get", "clusterrole", OPERATOR_SA, check=False).returncode != 0
     cluster.kubectl("get", "crd", "modeldeployments.modeldeploy.dev")  # Helm never deletes crds/
     assert kubectl_json(cluster, "-n", MODELS_NS, "get", "md", "iris")["metadata"]["name"] == "iris"
 
@@ -199,7 +206,7 @@ def test_namespaced_install_needs_only_its_roles(
 ) -> None:
     """With watchNamespaces the operator runs on Roles alone (no cluster-wide permission at all)."""
     path = operator_kubeconfig(cluster, tmp_path, release=SCOPED_RELEASE, watch_namespaces=[TEAM_A])
-    user = f"system:serviceaccount:{NAMESPACE}:{SCOPED_RELEASE}-modeldeploy-operator"
+    user = f"system:serviceaccount:{rbac.NAMESPACE}:{SCOPED_RELEASE}-modeldeploy-operator"
     resources, _ = can_i_list(cluster, user, TEAM_A)
     assert resources == {**NEEDED, **SELF_REVIEWS}
     ensure_namespace(cluster, TEAM_B)
