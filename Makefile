@@ -28,7 +28,7 @@ down:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy api/modeldeploy_api operator/modeldeploy_operator server/modeldeploy_server cli/modeldeploy_cli
+	$(VENV)/bin/mypy api/modeldeploy_api api/modeldeploy_drift operator/modeldeploy_operator server/modeldeploy_server cli/modeldeploy_cli
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/modeldeploy crd --check -o crds -o charts/modeldeploy/crds
 

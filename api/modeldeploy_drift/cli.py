@@ -154,7 +154,7 @@ def run_profile(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m modeldeploy_server.drift.cli``)."""
+    """Stand-alone entry point (``python -m modeldeploy_drift.cli``)."""
     parser = argparse.ArgumentParser(prog="modeldeploy profile", description=__doc__)
     add_profile_arguments(parser)
     return run_profile(parser.parse_args(argv))

@@ -55,7 +55,7 @@ def _crd(parser: argparse.ArgumentParser) -> Runner:
 
 
 def _profile(parser: argparse.ArgumentParser) -> Runner:
-    from modeldeploy_server.drift.cli import add_profile_arguments, run_profile
+    from modeldeploy_drift.cli import add_profile_arguments, run_profile
 
     add_profile_arguments(parser)
     return cast(Runner, run_profile)

@@ -25,7 +25,7 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "server"))
 
-from modeldeploy_server.drift import (  # noqa: E402
+from modeldeploy_drift import (  # noqa: E402
     DriftConfig,
     DriftStatus,
     WindowState,
@@ -34,7 +34,7 @@ from modeldeploy_server.drift import (  # noqa: E402
     evaluate,
     ks_pvalue_raw,
 )
-from modeldeploy_server.drift.profile import (  # noqa: E402
+from modeldeploy_drift.profile import (  # noqa: E402
     CategoricalProfile,
     Profile,
     categorical_profile,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from modeldeploy_server.drift.profile import NumericProfile, numeric_profile
+from modeldeploy_drift.profile import NumericProfile, numeric_profile
 
 
 def normal_reference(

@@ -13,8 +13,8 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
-from modeldeploy_server.drift import Profile
-from modeldeploy_server.drift.cli import add_profile_arguments, run_profile
+from modeldeploy_drift import Profile
+from modeldeploy_drift.cli import add_profile_arguments, run_profile
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -137,7 +137,7 @@ def test_parquet(tmp_path: Path) -> None:
 
 def test_drift_package_does_not_import_web_or_kubernetes() -> None:
     code = (
-        "import sys; import modeldeploy_server.drift, modeldeploy_server.drift.cli; "
+        "import sys; import modeldeploy_drift, modeldeploy_drift.cli; "
         "bad = [m for m in sys.modules if m.split('.')[0] in "
         "('fastapi', 'starlette', 'kubernetes', 'kopf', 'modeldeploy_operator', 'uvicorn')]; "
         "print(bad); sys.exit(1 if bad else 0)"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from modeldeploy_server.drift import (
+from modeldeploy_drift import (
     DriftConfig,
     DriftReport,
     DriftStatus,

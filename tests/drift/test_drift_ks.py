@@ -7,14 +7,14 @@ import math
 
 import numpy as np
 import pytest
-from modeldeploy_server.drift.ks import (
+from modeldeploy_drift.ks import (
     binned_ks_statistic,
     binned_ks_test,
     ks_2samp_raw,
     ks_pvalue_raw,
     multinomial_ks_sf,
 )
-from modeldeploy_server.drift.profile import numeric_profile
+from modeldeploy_drift.profile import numeric_profile
 from scipy import stats
 
 from .drift_helpers import live_counts, normal_reference
@@ -68,7 +68,7 @@ def test_multinomial_sf_large_n_uses_fft_and_stays_a_probability() -> None:
 
 
 def test_fft_and_direct_convolution_agree(monkeypatch: pytest.MonkeyPatch) -> None:
-    from modeldeploy_server.drift import ks
+    from modeldeploy_drift import ks
 
     probs = np.full(32, 1 / 32)
     monkeypatch.setattr(ks, "_FFT_MIN_WORK", 10**12)

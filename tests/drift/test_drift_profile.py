@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from modeldeploy_server.drift.profile import (
+from modeldeploy_drift.profile import (
     MAX_BINS,
     MAX_FEATURE_JSON_BYTES,
     CategoricalProfile,

@@ -7,13 +7,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from modeldeploy_server.drift.profile import (
+from modeldeploy_drift.profile import (
     CategoricalProfile,
     NumericProfile,
     Profile,
     build_profile,
 )
-from modeldeploy_server.drift.state import StateError, WindowState
+from modeldeploy_drift.state import StateError, WindowState
 
 
 def _profile(seed: int = 0) -> Profile:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from modeldeploy_server.drift.stats import PSI_EPSILON, adjust_pvalues, chi2_test, js_distance, psi
+from modeldeploy_drift.stats import PSI_EPSILON, adjust_pvalues, chi2_test, js_distance, psi
 from scipy import stats
 from scipy.spatial import distance
 
