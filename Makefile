@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: up down test lint unit e2e controlplane crd bench clean
+.PHONY: up down test lint unit e2e controlplane crd bench clean venv kserve-client
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,17 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
+
+# The kserve SDK pins its own dependencies: it gets a venv of its own, used as a V2 client in tests.
+KSERVE_VENV := .local/venv-kserve
+KSERVE_VERSION := 0.21.0
+$(KSERVE_VENV)/.installed-$(KSERVE_VERSION):
+	@mkdir -p .local
+	$(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/pip install --quiet "kserve==$(KSERVE_VERSION)"
+	@touch $@
+
+kserve-client: $(KSERVE_VENV)/.installed-$(KSERVE_VERSION)
 
 controlplane: ## build (once; cached by version) the pinned Kubernetes, etcd and kwok binaries
 	bash e2e/controlplane/build.sh
@@ -32,13 +43,13 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/modeldeploy crd --check -o crds -o charts/modeldeploy/crds
 
-unit: $(STAMP)
+unit: $(STAMP) kserve-client
 	$(PY) -m pytest tests
 
 e2e: $(STAMP) controlplane
 	$(PY) -m pytest e2e
 
-test: lint controlplane
+test: lint controlplane kserve-client
 	$(PY) -m pytest tests e2e
 
 crd: $(STAMP) ## regenerate the CRD YAML from the pydantic models

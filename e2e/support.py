@@ -23,6 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
+from rbac import operator_kubeconfig  # noqa: E402
 from train_iris import train  # noqa: E402
 
 T = TypeVar("T")
@@ -163,7 +164,10 @@ def operator_process(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> 
     cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
     wait_for(lambda: cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.modeldeploy.dev",
                                      "--timeout=10s", check=False).returncode == 0, 60, "the CRD to be established")
-    op = OperatorProcess(dict(cluster.env), tmp_path_factory.mktemp("operator") / "operator.log")
+    # The operator runs with the Helm chart's ServiceAccount token: every scenario proves its RBAC suffices.
+    workdir = tmp_path_factory.mktemp("operator")
+    env = {**cluster.env, "KUBECONFIG": str(operator_kubeconfig(cluster, workdir))}
+    op = OperatorProcess(env, workdir / "operator.log")
     op.start()
     yield op
     op.stop()

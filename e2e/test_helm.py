@@ -41,6 +41,7 @@ NEEDED = {
     "services": ["list", "watch", "create", "patch", "delete"],
     "pods": ["list"],
     "httproutes.gateway.networking.k8s.io": ["list", "create", "patch", "delete"],
+    "jobs.batch": ["get", "create", "patch"],
     "events": ["create"],
 }
 # what every authenticated identity may do (system:basic-user): ask the API server about itself

@@ -19,7 +19,7 @@ FreeObject = Annotated[dict[str, Any], Field(json_schema_extra=PRESERVE_UNKNOWN)
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
-URI_PATTERN = r"^((file|https?|s3|gs|pvc)://.+|/.+)$"
+URI_PATTERN = r"^((file|https?)://.+|/.+)$"  # what the server can fetch today
 SHA256_PATTERN = r"^[a-f0-9]{64}$"
 
 
@@ -58,7 +58,7 @@ class ModelSpec(ApiModel):
         min_length=1,
         max_length=2048,
         pattern=URI_PATTERN,
-        description="Where the model file is: file://, an absolute path, http(s)://, s3://, gs:// or pvc://.",
+        description="Where the model file is: file://, an absolute path or http(s)://.",
     )
     format: Literal["sklearn", "skops", "onnx"] = Field(
         default="sklearn", description="Serialization format of the model file."
@@ -239,6 +239,37 @@ class TrafficSpec(ApiModel):
     hostnames: list[str] = Field(default_factory=list, max_length=16)
 
 
+class ReferenceSpec(ApiModel):
+    uri: str = Field(min_length=1, max_length=2048, pattern=URI_PATTERN,
+                     description="Reference profile (`modeldeploy profile` output): path or URI.")
+    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+
+
+class SecretKeyRef(ApiModel):
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_LABEL)
+    key: str = Field(min_length=1, max_length=253)
+
+
+class DriftAlertSpec(ApiModel):
+    webhook_secret_ref: SecretKeyRef = Field(
+        description="Secret key holding a Slack-compatible webhook URL; the servers post when drift starts or ends."
+    )
+
+
+class DriftSpec(ApiModel):
+    reference: ReferenceSpec
+    window_size: int = Field(default=1000, ge=10, le=1_000_000, description="Rows in the sliding window judged.")
+    interval: str = Field(default="30s", pattern=DURATION_PATTERN, max_length=32, description="How often to judge.")
+    min_samples: int = Field(default=100, ge=1, description="Fewer rows in the window: Insufficient.")
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="Family-wise (Bonferroni) or false-discovery (BH) rate.")
+    correction: Literal["bh", "bonferroni"] = "bh"
+    alert: DriftAlertSpec | None = None
+
+
+class MonitoringSpec(ApiModel):
+    drift: DriftSpec | None = Field(default=None, description="Watch live inputs and predictions for drift.")
+
+
 class ValidationSpec(ApiModel):
     """A test set the new version must score on before it gets any traffic (run as a Job)."""
 
@@ -264,6 +295,7 @@ class ModelDeploymentSpec(ApiModel):
     strategy: StrategySpec = Field(default_factory=StrategySpec, json_schema_extra={"default": {}})
     traffic: TrafficSpec = Field(default_factory=TrafficSpec, json_schema_extra={"default": {}})
     validation: ValidationSpec | None = Field(default=None, description="Gate a new version on a test-set score.")
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec, json_schema_extra={"default": {}})
 
 
 # ---- status ----------------------------------------------------------------------------------

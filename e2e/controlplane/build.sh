@@ -15,7 +15,8 @@ pin() { awk -v m="$2" '$1=="require" && $2==m {print $3} $1==m && NF==2 {print $
 k8s_version="$(pin kubernetes k8s.io/kubernetes)"
 etcd_version="$(pin etcd go.etcd.io/etcd/server/v3)"
 kwok_version="$(pin kwok sigs.k8s.io/kwok)"
-key="k8s-${k8s_version}_etcd-${etcd_version}_kwok-${kwok_version}"
+helm_version="$(pin helm helm.sh/helm/v3)"
+key="k8s-${k8s_version}_etcd-${etcd_version}_kwok-${kwok_version}_helm-${helm_version}"
 bin="$cache/bin/$key"
 mkdir -p "$bin"
 

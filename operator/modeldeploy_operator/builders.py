@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from modeldeploy_api import constants as c
 from modeldeploy_api.models import ModelDeploymentSpec
 
+from .durations import parse_duration
 from .quantity import parse_quantity
 
 if TYPE_CHECKING:
@@ -110,6 +111,23 @@ def _env(spec: ModelDeploymentSpec) -> list[Body]:
         {"name": c.ENV_MAX_LATENCY_MS, "value": str(spec.server.batching.max_latency_ms)},
         {"name": c.ENV_LOG_FORMAT, "value": "json"},
     ]
+    env.append({"name": c.POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    drift = spec.monitoring.drift
+    if drift is not None:
+        env += [
+            {"name": c.ENV_DRIFT_REFERENCE_URI, "value": drift.reference.uri},
+            {"name": c.ENV_DRIFT_WINDOW_SIZE, "value": str(drift.window_size)},
+            {"name": c.ENV_DRIFT_INTERVAL_SECONDS, "value": str(parse_duration(drift.interval))},
+            {"name": c.ENV_DRIFT_MIN_SAMPLES, "value": str(drift.min_samples)},
+            {"name": c.ENV_DRIFT_ALPHA, "value": str(drift.alpha)},
+            {"name": c.ENV_DRIFT_CORRECTION, "value": drift.correction},
+        ]
+        if drift.reference.sha256:
+            env.append({"name": c.ENV_DRIFT_REFERENCE_SHA256, "value": drift.reference.sha256})
+        if drift.alert is not None:
+            ref = drift.alert.webhook_secret_ref
+            env.append({"name": c.ENV_DRIFT_WEBHOOK_URL,
+                        "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
     ours = {e["name"] for e in env}
     for extra in spec.server.env:
         if extra.name in ours:  # the operator's settings win; a user cannot point the pod at another model

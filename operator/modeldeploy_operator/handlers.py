@@ -31,6 +31,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
     settings.execution.max_workers = 8
+    # Least-privilege RBAC grants no cluster-wide CRD/Namespace reads: do not try to scan them.
+    settings.scanning.disabled = True
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)

@@ -13,8 +13,10 @@ from modeldeploy_api import constants as c
 from modeldeploy_api.models import ModelDeploymentSpec
 from pydantic import ValidationError
 
+from . import drift
 from .apply import Body, Cluster
 from .builders import build_children, deployment_name, parse_spec
+from .durations import parse_duration
 from .patches import merge_patch
 from .rollout import Plan, TrackState, model_ref, plan, ref_model
 from .scrape import scrape_tracks
@@ -115,10 +117,11 @@ def reconcile(cluster: Cluster, md: Body, notify: Notify | None = None) -> float
                                 "ValidationPassed" if gate.state == "Passed" else "ValidationFailed", gate.message))
         if validations:
             status["validations"] = validations
+        requeue = _drift(cluster, md, spec, step, status, old, now)
         for etype, reason, message in step.events:
             _event(md, etype, reason, message, notify)
         _write(cluster, md, old, status, notify)
-        return step.requeue_seconds
+        return min((t for t in (step.requeue_seconds, requeue) if t is not None), default=None)
 
 
 def _validation_gate(cluster: Cluster, md: Body, spec: ModelDeploymentSpec, now: str) -> Gate:
@@ -159,6 +162,31 @@ def hold_gate(md: Body, step: Plan, gate: Gate) -> None:
                             message=f"validation of {md['spec']['model']['version']} failed: {gate.message}")
     if gate.record is not None and ANNOTATION_REVALIDATE in (md["metadata"].get("annotations") or {}):
         step.consume_annotations = (*step.consume_annotations, ANNOTATION_REVALIDATE)
+
+
+def _drift(cluster: Cluster, md: Body, spec: ModelDeploymentSpec, step: Plan, status: Body, old: Body,
+           now: dt.datetime) -> float | None:
+    """Judge drift over all stable replicas when it is due; keep the last verdict otherwise."""
+    conf = spec.monitoring.drift
+    conditions = [cnd for cnd in status["conditions"] if cnd.get("type") != drift.DRIFTED]
+    if conf is None:
+        status["drift"] = {"status": "Unknown", "message": "drift monitoring not configured"}
+        status["conditions"] = conditions
+        return None
+    previous = old.get("drift") or {}
+    interval = parse_duration(conf.interval)
+    if not drift.due(conf, previous if previous.get("checkedAt") else None, now):
+        status["drift"] = previous  # the last verdict and its Drifted condition stay as they are
+        return interval
+    stamp = now.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    entry, _ = drift.collect(cluster, md, conf, spec.server.port, step.stable_model.version, now)
+    status["drift"] = entry
+    status["conditions"] = [*conditions, drift.drifted_condition(
+        entry, old.get("conditions") or [], stamp, int(md["metadata"].get("generation", 0)))]
+    event = drift.transition_event(previous, entry)
+    if event:
+        step.events.append(event)
+    return interval
 
 
 def _prune(cluster: Cluster, ns: str, name: str, desired: list[Body]) -> None:

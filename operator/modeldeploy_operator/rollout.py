@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +16,7 @@ from modeldeploy_api import constants as c
 from modeldeploy_api.models import ModelDeploymentSpec, ModelSpec
 
 from .analysis import Sample, Verdict, judge
+from .durations import parse_duration
 
 Body = dict[str, Any]
 ANNOTATION_ABORT = f"{c.GROUP}/abort"
@@ -50,11 +50,6 @@ class Plan:
     requeue_seconds: float | None = None
     consume_annotations: tuple[str, ...] = ()
     needs_samples: bool = False  # the caller should scrape metrics and plan again
-
-
-def parse_duration(text: str) -> float:
-    seconds = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-    return sum(float(n) * seconds[u] for n, u in re.findall(r"([0-9]+)(ms|s|m|h)", text))
 
 
 def ts(now: dt.datetime) -> str:

@@ -51,8 +51,12 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
     bar.add_argument("--min", type=float, help="Lowest acceptable score (accuracy, f1, roc_auc).")
     bar.add_argument("--max", type=float, help="Highest acceptable score (rmse, mae).")
     parser.add_argument("--cache-dir", default="/var/cache/modeldeploy")
-    parser.add_argument("--termination-log", type=Path, default=None,
-                        help="Also write the JSON result here (a pod's /dev/termination-log).")
+    parser.add_argument(
+        "--termination-log",
+        type=Path,
+        default=None,
+        help="Also write the JSON result here (a pod's /dev/termination-log).",
+    )
 
 
 def read_csv(path: Path, target: str) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
@@ -110,23 +114,30 @@ def validate(args: argparse.Namespace) -> Result:
     adapter = logging.LoggerAdapter(log, {})
     fmt = guess_format(args.format, uri_suffix(args.model))
     if fmt == "sklearn" and not args.sha256 and not args.allow_unverified:
-        raise ModelLoadError("refusing to unpickle a model without --sha256 (or --allow-unverified)",
-                             reason="unverified_model")
+        raise ModelLoadError(
+            "refusing to unpickle a model without --sha256 (or --allow-unverified)", reason="unverified_model"
+        )
     model_file = fetch(args.model, expected_sha256=args.sha256, cache_dir=args.cache_dir, timeout_s=300, log=adapter)
-    data_file = fetch(args.data, expected_sha256=args.data_sha256, cache_dir=args.cache_dir, timeout_s=300,
-                      log=adapter)
+    data_file = fetch(args.data, expected_sha256=args.data_sha256, cache_dir=args.cache_dir, timeout_s=300, log=adapter)
     predictor = load(fmt, model_file.path, trusted_types=[], threads=1)
     x, truth = read_csv(data_file.path, args.target)
     value = score(args.metric, predictor, x, truth)
     higher = HIGHER_IS_BETTER[args.metric]
     threshold = args.min if args.min is not None else args.max
     if (args.min is not None) != higher:
-        raise ValueError(f"{args.metric} is {'higher' if higher else 'lower'}-is-better: use "
-                         f"--{'min' if higher else 'max'}")
+        raise ValueError(
+            f"{args.metric} is {'higher' if higher else 'lower'}-is-better: use --{'min' if higher else 'max'}"
+        )
     passed = value >= threshold if higher else value <= threshold
     sign = (">=" if higher else "<=") if passed else ("<" if higher else ">")
-    return Result(args.metric, round(value, 6), threshold, passed, len(truth),
-                  f"{args.metric} {value:.4f} {sign} {threshold} on {len(truth)} rows")
+    return Result(
+        args.metric,
+        round(value, 6),
+        threshold,
+        passed,
+        len(truth),
+        f"{args.metric} {value:.4f} {sign} {threshold} on {len(truth)} rows",
+    )
 
 
 def run_validate(args: argparse.Namespace) -> int:

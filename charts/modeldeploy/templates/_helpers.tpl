@@ -74,7 +74,9 @@ module that talks to the API server), nothing more.
   and pruning by label (list, watch, delete); Deployments are also read one by one (get)
 - httproutes: the Gateway API route of a canary (apply) and its pruning (list, delete); listed on every
   reconcile, so needed even where the Gateway API is not installed (a 403 would stall every resource)
-- pods list: canary analysis finds a track's ready pods to read their /metrics
+- pods list: canary analysis finds a track's ready pods to read their /metrics, and the validation gate
+  reads its Job pod's termination message (the score)
+- jobs get/create/patch: the validation gate's Job (server-side apply), read for its result
 - events (core/v1) create: the operator's Events and Kopf's error Events
 Not granted, and not needed: secrets, configmaps, namespaces, CRDs (Kopf then logs that it cannot observe
 them and uses the exact namespaces/resources it started with), events.k8s.io, update, deletecollection.
@@ -98,6 +100,9 @@ them and uses the exact namespaces/resources it started with), events.k8s.io, up
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
   verbs: [list, create, patch, delete]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, create, patch]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
