@@ -188,6 +188,9 @@ class LocalCluster(Cluster):
         self._pids: dict[str, tuple[int, int | None]] = {}
         self._lock_fd: int | None = None
         self._pki: pki.Pki | None = None
+        # Processes of a cluster meant to outlive this process (start(watchdog=False), attach())
+        # are started detached: not our children, so nothing here has to wait for them.
+        self._detached = False
 
     # ---------------------------------------------------------------- public API
 
@@ -235,6 +238,7 @@ class LocalCluster(Cluster):
         if self._procs or self._pids:
             raise ClusterError(f"cluster in {self.workdir} already started")
         self._refuse_if_running()
+        self._detached = not watchdog
         t0 = self._t0 = time.monotonic()
         for attempt in range(3):
             try:
@@ -334,6 +338,7 @@ class LocalCluster(Cluster):
         data = json.loads(state_path.read_text())
         c = cls(Path(workdir), Path(data["bin_dir"]), data["node_name"])
         c._apply_state(data)
+        c._detached = True
         return c
 
     def __enter__(self) -> LocalCluster:
@@ -465,19 +470,24 @@ class LocalCluster(Cluster):
         log = self.log_file(name)
         with log.open("ab") as f:
             f.write(f"===== {time.strftime('%H:%M:%S')} starting {' '.join(argv)}\n".encode())
-        p = procs.spawn(argv, log, env, cwd=self.workdir, pass_fds=pass_fds)
-        self._procs[name] = p
-        self._pids[name] = (p.pid, procs.proc_start_time(p.pid))
+        if self._detached:
+            pid = procs.spawn_detached(argv, log, env, cwd=self.workdir, pass_fds=pass_fds)
+        else:
+            p = procs.spawn(argv, log, env, cwd=self.workdir, pass_fds=pass_fds)
+            self._procs[name] = p
+            pid = p.pid
+        self._pids[name] = (pid, procs.proc_start_time(pid))
 
     def _check_alive(self) -> None:
-        for name, p in self._procs.items():
-            if p.poll() is not None:
-                log = self.log_file(name)
-                text = procs.tail(log, 40)
-                err = _PortClash if "address already in use" in text else ClusterError
-                raise err(
-                    f"{name} exited with code {p.returncode} during startup; read {log}:\n{text}"
-                )
+        for name, (pid, start) in self._pids.items():
+            p = self._procs.get(name)
+            if (p.poll() is None) if p is not None else procs.alive(pid, start):
+                continue
+            log = self.log_file(name)
+            text = procs.tail(log, 40)
+            err = _PortClash if "address already in use" in text else ClusterError
+            code = f" with code {p.returncode}" if p is not None else ""
+            raise err(f"{name} exited{code} during startup; read {log}:\n{text}")
 
     def _hint(self, *components: str) -> Callable[[], str]:
         def hint() -> str:

@@ -58,6 +58,42 @@ def spawn(
         )
 
 
+# Starts the real process in its own session, prints its pid and exits at once: the process is
+# re-parented to init (which reaps it), so it is nobody's child in the starting process.
+_DAEMONIZE = r"""
+import os, subprocess, sys
+log_fd, fds = int(sys.argv[1]), [int(x) for x in sys.argv[2].split(",") if x]
+p = subprocess.Popen(sys.argv[3:], stdin=subprocess.DEVNULL, stdout=log_fd,
+                     stderr=subprocess.STDOUT, start_new_session=True, pass_fds=fds)
+print(p.pid, flush=True)
+os._exit(0)
+"""
+
+
+def spawn_detached(
+    argv: Sequence[str],
+    log: Path,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    pass_fds: Sequence[int] = (),
+) -> int:
+    """Like `spawn`, for processes meant to outlive the caller: returns the pid, not a child."""
+    import sys
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        fd = out.fileno()
+        helper = [sys.executable, "-I", "-S", "-c", _DAEMONIZE, str(fd),
+                  ",".join(map(str, pass_fds)), *argv]
+        res = subprocess.run(
+            helper, stdin=subprocess.DEVNULL, capture_output=True, env=dict(env), cwd=cwd,
+            pass_fds=(fd, *pass_fds), timeout=30, check=False,
+        )
+    if res.returncode != 0 or not res.stdout.strip().isdigit():
+        raise OSError(f"could not start {argv[0]}: {res.stderr.decode(errors='replace')}")
+    return int(res.stdout)
+
+
 def proc_start_time(pid: int) -> int | None:
     """Start time of `pid` in clock ticks since boot (identifies a pid across reuse), or None."""
     try:
