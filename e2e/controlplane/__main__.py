@@ -10,7 +10,7 @@ from pathlib import Path
 from .binaries import ensure_binaries
 from .cluster import ClusterError, LocalCluster
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / ".local" / "controlplane"
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / ".local" / "cluster"  # same as `make up`
 
 
 def _up(args: argparse.Namespace) -> int:
