@@ -36,6 +36,7 @@ def say(message: str) -> None:
 
 def background(name: str, args: list[str], env: dict[str, str]) -> None:
     """Start a process that outlives `make up`, with a pid file and a log under .local/."""
+    stop_background(name)  # a second `make up` replaces, never duplicates
     with (LOCAL / f"{name}.log").open("ab") as log:
         proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=ROOT)
@@ -59,6 +60,15 @@ def stop_background(name: str) -> None:
     say(f"stopped {name}")
 
 
+def running_cluster() -> LocalCluster | None:
+    """The cluster a previous `make up` left running, so that `make up` can be run again."""
+    if not (CLUSTER_DIR / "cluster.json").exists():
+        return None
+    cluster = LocalCluster.attach(CLUSTER_DIR)
+    alive = cluster.running()
+    return cluster if alive and all(alive.values()) else None
+
+
 def bin_dir() -> Path:
     out = subprocess.run(["bash", str(ROOT / "e2e/controlplane/build.sh")], check=True, text=True,
                          stdout=subprocess.PIPE)
@@ -68,8 +78,11 @@ def bin_dir() -> Path:
 def up() -> None:
     LOCAL.mkdir(exist_ok=True)
     say("building (first time only) and starting the local control plane")
-    cluster = LocalCluster(CLUSTER_DIR, bin_dir())
-    cluster.start(watchdog=False)
+    cluster = running_cluster() or LocalCluster(CLUSTER_DIR, bin_dir())
+    if not cluster.running():
+        cluster.start(watchdog=False)
+    else:
+        say("reusing the control plane already running in .local/cluster")
     env = {**os.environ, **cluster.env}
     say("installing the ModelDeployment CRD")
     cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
