@@ -18,8 +18,14 @@ IntOrPercent = Annotated[int | str, Field(json_schema_extra=INT_OR_STRING)]
 FreeObject = Annotated[dict[str, Any], Field(json_schema_extra=PRESERVE_UNKNOWN)]
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"  # names of Secrets, ConfigMaps, claims
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
-URI_PATTERN = r"^((file|https?)://.+|/.+)$"  # what the server can fetch today
+URI_PATTERN = r"^((file|https?)://.+|/.+)$"  # what the server can fetch without spec.storage
+# A model can also come from an object store (credentials in spec.storage) or a PersistentVolumeClaim.
+S3_URI = r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+"
+GS_URI = r"gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]/.+"
+PVC_URI = r"pvc://[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/.+"
+MODEL_URI_PATTERN = rf"^((file|https?)://.+|/.+|{S3_URI}|{GS_URI}|{PVC_URI})$"
 SHA256_PATTERN = r"^[a-f0-9]{64}$"
 
 
@@ -57,8 +63,10 @@ class ModelSpec(ApiModel):
     uri: str = Field(
         min_length=1,
         max_length=2048,
-        pattern=URI_PATTERN,
-        description="Where the model file is: file://, an absolute path or http(s)://.",
+        pattern=MODEL_URI_PATTERN,
+        description="Where the model file is: file://, an absolute path, http(s)://, s3://bucket/key, "
+        "gs://bucket/object or pvc://claim/path (the claim is mounted read-only). Credentials and endpoints "
+        "of object stores are in spec.storage.",
     )
     format: Literal["sklearn", "skops", "onnx"] = Field(
         default="sklearn", description="Serialization format of the model file."
@@ -118,6 +126,19 @@ class EnvVar(ApiModel):
     value_from: FreeObject | None = None
 
 
+class LimitsSpec(ApiModel):
+    """What one request may ask of a server; larger requests are refused (413/400) before any work."""
+
+    max_body_bytes: int | None = Field(
+        default=None, ge=1024, le=1 << 30,
+        description="Largest request body in bytes, after decompression (server default: 8 MiB).",
+    )
+    max_instances: int | None = Field(
+        default=None, ge=1, le=1_000_000,
+        description="Most rows in one /predict/batch or V2 request (server default: 10000).",
+    )
+
+
 class ServerSpec(ApiModel):
     image: str = Field(default=c.DEFAULT_IMAGE, min_length=1, description="The generic inference server image.")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
@@ -127,6 +148,9 @@ class ServerSpec(ApiModel):
     )
     batching: BatchingSpec = Field(
         default_factory=BatchingSpec, json_schema_extra={"default": {}}, description="Adaptive micro-batching."
+    )
+    limits: LimitsSpec = Field(
+        default_factory=LimitsSpec, json_schema_extra={"default": {}}, description="Request size limits."
     )
     env: list[EnvVar] = Field(default_factory=list, description="Extra environment variables.")
 
@@ -250,6 +274,99 @@ class SecretKeyRef(ApiModel):
     key: str = Field(min_length=1, max_length=253)
 
 
+class ObjectName(ApiModel):
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+
+
+class KeySelector(ApiModel):
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+
+
+class CaBundleRef(ApiModel):
+    """A PEM bundle of CA certificates, from one key of a ConfigMap or of a Secret."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            (
+                "has(self.configMapKeyRef) != has(self.secretKeyRef)",
+                "caBundleRef needs exactly one of configMapKeyRef, secretKeyRef",
+            ),
+        )
+    )
+
+    config_map_key_ref: KeySelector | None = None
+    secret_key_ref: KeySelector | None = None
+
+
+class S3CredentialsRef(ApiModel):
+    """A Secret holding an access key pair; its keys become AWS_ACCESS_KEY_ID etc. in the server pod."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    access_key_id_key: str = Field(default="AWS_ACCESS_KEY_ID", min_length=1, max_length=253)
+    secret_access_key_key: str = Field(default="AWS_SECRET_ACCESS_KEY", min_length=1, max_length=253)
+    session_token_key: str | None = Field(
+        default=None, min_length=1, max_length=253, description="Key of a session token, for temporary credentials."
+    )
+
+
+class S3StorageSpec(ApiModel):
+    endpoint: str | None = Field(
+        default=None, pattern=r"^https?://[^/]+/?$", max_length=253,
+        description="S3-compatible endpoint (MinIO, Ceph...), e.g. https://minio.storage:9000; default: AWS.",
+    )
+    region: str | None = Field(default=None, min_length=1, max_length=63, pattern=r"^[a-z0-9-]+$")
+    addressing_style: Literal["auto", "path", "virtual"] = Field(
+        default="auto", description="path for most self-hosted stores (bucket in the path, not the host name)."
+    )
+    credentials_secret_ref: S3CredentialsRef | None = Field(
+        default=None,
+        description="Static credentials. Omitted: the SDK's default chain (e.g. IRSA / pod identity).",
+    )
+    ca_bundle_ref: CaBundleRef | None = Field(
+        default=None, description="CA certificates the endpoint's TLS certificate is checked against (mounted)."
+    )
+
+
+class GCSStorageSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            (
+                "!(has(self.credentialsSecretRef) && self.anonymous)",
+                "gcs: anonymous and credentialsSecretRef exclude each other",
+            ),
+        )
+    )
+
+    endpoint: str | None = Field(
+        default=None, pattern=r"^https?://[^/]+/?$", max_length=253,
+        description="Storage API endpoint (an emulator or a private endpoint); default: Google's.",
+    )
+    credentials_secret_ref: KeySelector | None = Field(
+        default=None,
+        description="Secret key holding a service account JSON key (mounted read-only). "
+        "Omitted: Application Default Credentials (e.g. Workload Identity).",
+    )
+    anonymous: bool = Field(default=False, description="Read a public bucket without credentials.")
+
+
+class StorageSpec(ApiModel):
+    """How the servers reach the object store named by model.uri (the same for every version)."""
+
+    s3: S3StorageSpec | None = Field(default=None, description="For s3:// URIs.")
+    gcs: GCSStorageSpec | None = Field(default=None, description="For gs:// URIs.")
+
+
+class AuthSpec(ApiModel):
+    """Credentials required on the prediction endpoints; health, readiness and /metrics stay open."""
+
+    secret_ref: ObjectName = Field(
+        description="Secret whose every key holds accepted credentials, one per line: sent as "
+        "`Authorization: Bearer <key>` or `X-API-Key: <key>`. Several keys coexist, for rotation; the Secret "
+        "is mounted (not put in env), so edits apply without a restart."
+    )
+
+
 class DriftAlertSpec(ApiModel):
     webhook_secret_ref: SecretKeyRef = Field(
         description="Secret key holding a Slack-compatible webhook URL; the servers post when drift starts or ends."
@@ -291,6 +408,10 @@ class ModelDeploymentSpec(ApiModel):
         description="Server container resources; defaults apply when omitted.",
     )
     server: ServerSpec = Field(default_factory=ServerSpec, json_schema_extra={"default": {}})
+    storage: StorageSpec | None = Field(
+        default=None, description="Endpoints and credentials of the object store holding the model (s3://, gs://)."
+    )
+    auth: AuthSpec | None = Field(default=None, description="Require an API key or bearer token to predict.")
     pod: PodSpec = Field(default_factory=PodSpec, json_schema_extra={"default": {}})
     strategy: StrategySpec = Field(default_factory=StrategySpec, json_schema_extra={"default": {}})
     traffic: TrafficSpec = Field(default_factory=TrafficSpec, json_schema_extra={"default": {}})

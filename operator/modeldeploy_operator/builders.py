@@ -20,6 +20,8 @@ SERVICE_PORT = 80
 CONTAINER_NAME = "server"
 SERVER_UID = 10001
 PROGRESS_DEADLINE_SECONDS = 600
+CA_BUNDLE_FILE = "ca.crt"
+GCS_KEY_FILE = "key.json"
 MAX_AUTO_WORKERS = 8
 
 
@@ -111,6 +113,14 @@ def _env(spec: ModelDeploymentSpec) -> list[Body]:
         {"name": c.ENV_MAX_LATENCY_MS, "value": str(spec.server.batching.max_latency_ms)},
         {"name": c.ENV_LOG_FORMAT, "value": "json"},
     ]
+    limits = spec.server.limits
+    if limits.max_body_bytes is not None:
+        env.append({"name": c.ENV_MAX_BODY_BYTES, "value": str(limits.max_body_bytes)})
+    if limits.max_instances is not None:
+        env.append({"name": c.ENV_MAX_INSTANCES, "value": str(limits.max_instances)})
+    env += _storage_env(spec)
+    if spec.auth is not None:
+        env.append({"name": c.ENV_AUTH_DIR, "value": c.AUTH_DIR})
     env.append({"name": c.POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
     drift = spec.monitoring.drift
     if drift is not None:
@@ -139,6 +149,80 @@ def _env(spec: ModelDeploymentSpec) -> list[Body]:
             item["valueFrom"] = extra.value_from
         env.append(item)
     return env
+
+
+def _storage_env(spec: ModelDeploymentSpec) -> list[Body]:
+    """Where the object store is and how to authenticate to it; secrets only by reference."""
+    env: list[Body] = []
+    store = spec.storage
+    s3 = store.s3 if store else None
+    if s3 is not None:
+        for name, value in ((c.ENV_S3_ENDPOINT, s3.endpoint), (c.ENV_S3_REGION, s3.region)):
+            if value:
+                env.append({"name": name, "value": value})
+        env.append({"name": c.ENV_S3_ADDRESSING_STYLE, "value": s3.addressing_style})
+        creds = s3.credentials_secret_ref
+        if creds is not None:
+            keys = [(c.AWS_ACCESS_KEY_ID_ENV, creds.access_key_id_key),
+                    (c.AWS_SECRET_ACCESS_KEY_ENV, creds.secret_access_key_key)]
+            if creds.session_token_key:
+                keys.append((c.AWS_SESSION_TOKEN_ENV, creds.session_token_key))
+            env += [{"name": n, "valueFrom": {"secretKeyRef": {"name": creds.name, "key": k}}} for n, k in keys]
+        if s3.ca_bundle_ref is not None:
+            env.append({"name": c.ENV_S3_CA_BUNDLE, "value": f"{c.S3_CA_DIR}/{CA_BUNDLE_FILE}"})
+    gcs = store.gcs if store else None
+    if gcs is not None:
+        if gcs.endpoint:
+            env.append({"name": c.ENV_GCS_ENDPOINT, "value": gcs.endpoint})
+        if gcs.credentials_secret_ref is not None:
+            env.append({"name": c.ENV_GCS_CREDENTIALS, "value": f"{c.GCS_CREDENTIALS_DIR}/{GCS_KEY_FILE}"})
+        elif gcs.anonymous:
+            env.append({"name": c.ENV_GCS_CREDENTIALS, "value": c.GCS_ANONYMOUS})
+    return env
+
+
+def pvc_claim(uri: str) -> str | None:
+    """The claim named by a pvc://CLAIM/PATH model URI."""
+    if not uri.startswith("pvc://"):
+        return None
+    return uri.removeprefix("pvc://").split("/", 1)[0]
+
+
+def _extra_volumes(spec: ModelDeploymentSpec) -> tuple[list[Body], list[Body]]:
+    """(volumes, mounts) for the model's claim, the store's CA bundle and key file, and the auth keys.
+
+    All read-only. Secrets are mounted rather than put in env so that an edited Secret reaches the
+    running server (the kubelet updates the files; the server re-reads them).
+    """
+    volumes: list[Body] = []
+    mounts: list[Body] = []
+    claim = pvc_claim(spec.model.uri)
+    if claim is not None:
+        volumes.append({"name": "model-pvc", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        mounts.append({"name": "model-pvc", "mountPath": f"{c.PVC_ROOT}/{claim}", "readOnly": True})
+    s3 = spec.storage.s3 if spec.storage else None
+    if s3 is not None and s3.ca_bundle_ref is not None:
+        ref = s3.ca_bundle_ref
+        if ref.config_map_key_ref is not None:
+            sel = ref.config_map_key_ref
+            source: Body = {"configMap": {"name": sel.name, "items": [{"key": sel.key, "path": CA_BUNDLE_FILE}]}}
+        else:
+            assert ref.secret_key_ref is not None  # CEL: exactly one
+            sel = ref.secret_key_ref
+            source = {"secret": {"secretName": sel.name, "items": [{"key": sel.key, "path": CA_BUNDLE_FILE}]}}
+        volumes.append({"name": "s3-ca", **source})
+        mounts.append({"name": "s3-ca", "mountPath": c.S3_CA_DIR, "readOnly": True})
+    gcs = spec.storage.gcs if spec.storage else None
+    if gcs is not None and gcs.credentials_secret_ref is not None:
+        sel = gcs.credentials_secret_ref
+        volumes.append({"name": "gcs-credentials", "secret": {
+            "secretName": sel.name, "items": [{"key": sel.key, "path": GCS_KEY_FILE}], "defaultMode": 0o440}})
+        mounts.append({"name": "gcs-credentials", "mountPath": c.GCS_CREDENTIALS_DIR, "readOnly": True})
+    if spec.auth is not None:
+        # The whole Secret (no items): a key added for rotation appears without a new pod.
+        volumes.append({"name": "auth", "secret": {"secretName": spec.auth.secret_ref.name, "defaultMode": 0o440}})
+        mounts.append({"name": "auth", "mountPath": c.AUTH_DIR, "readOnly": True})
+    return volumes, mounts
 
 
 def _probe(path: str, period: int, failures: int, timeout: int = 2) -> Body:
@@ -171,6 +255,7 @@ POD_SECURITY_CONTEXT: Body = {
 
 def build_pod_template(md: Body, spec: ModelDeploymentSpec, track: str = c.TRACK_STABLE) -> Body:
     name = md["metadata"]["name"]
+    extra_volumes, extra_mounts = _extra_volumes(spec)
     container: Body = {
         "name": CONTAINER_NAME,
         "image": spec.server.image,
@@ -187,6 +272,7 @@ def build_pod_template(md: Body, spec: ModelDeploymentSpec, track: str = c.TRACK
         "volumeMounts": [
             {"name": "model-cache", "mountPath": c.MODEL_CACHE_DIR},
             {"name": "tmp", "mountPath": c.TMP_DIR},
+            *extra_mounts,
         ],
     }
     pod_spec: Body = {
@@ -198,6 +284,7 @@ def build_pod_template(md: Body, spec: ModelDeploymentSpec, track: str = c.TRACK
         "volumes": [
             {"name": "model-cache", "emptyDir": {"sizeLimit": "4Gi"}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+            *extra_volumes,
         ],
     }
     pod = spec.pod

@@ -171,3 +171,131 @@ def test_allow_unverified_is_passed_explicitly() -> None:
     md = make_md(model={"name": "m", "version": "1", "uri": "file:///m.joblib", "allowUnverified": True})
     env = env_of(build_deployment(md))
     assert env[c.ENV_ALLOW_UNVERIFIED] == "true" and c.ENV_MODEL_SHA256 not in env
+
+
+# ---- request limits, model stores and auth (spec.server.limits, spec.storage, spec.auth) -------------------
+
+
+def volumes_of(dep: dict[str, Any]) -> dict[str, Any]:
+    return {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+
+
+def mounts_of(dep: dict[str, Any]) -> dict[str, Any]:
+    return {m["name"]: m for m in container(dep)["volumeMounts"]}
+
+
+def test_request_limits_are_passed_only_when_set() -> None:
+    assert c.ENV_MAX_BODY_BYTES not in env_of(build_deployment(make_md()))
+    env = env_of(build_deployment(make_md(server={"limits": {"maxBodyBytes": 1 << 20, "maxInstances": 500}})))
+    assert env[c.ENV_MAX_BODY_BYTES] == "1048576" and env[c.ENV_MAX_INSTANCES] == "500"
+
+
+def test_no_auth_no_storage_adds_nothing(md: dict[str, Any]) -> None:
+    dep = build_deployment(md)
+    env = env_of(dep)
+    assert not {k for k in env if k.startswith(("AWS_", "MODELDEPLOY_S3", "MODELDEPLOY_GCS", c.ENV_AUTH_DIR))}
+    assert set(volumes_of(dep)) == {"model-cache", "tmp"}
+
+
+def test_auth_secret_is_mounted_read_only_never_put_in_env() -> None:
+    dep = build_deployment(make_md(auth={"secretRef": {"name": "iris-keys"}}))
+    assert volumes_of(dep)["auth"] == {"name": "auth", "secret": {"secretName": "iris-keys", "defaultMode": 0o440}}
+    assert mounts_of(dep)["auth"] == {"name": "auth", "mountPath": c.AUTH_DIR, "readOnly": True}
+    env = container(dep)["env"]
+    assert {"name": c.ENV_AUTH_DIR, "value": c.AUTH_DIR} in env
+    assert "iris-keys" not in str(env)  # the keys reach the pod only as files, which the kubelet updates
+
+
+S3_STORAGE = {"s3": {
+    "endpoint": "https://minio.storage:9000", "region": "eu-west-1", "addressingStyle": "path",
+    "credentialsSecretRef": {"name": "store-creds", "sessionTokenKey": "token"},
+    "caBundleRef": {"configMapKeyRef": {"name": "corp-ca", "key": "bundle.pem"}},
+}}
+
+
+def s3_md(**spec: Any) -> dict[str, Any]:
+    return make_md(model={"name": "iris", "version": "1.0.0", "uri": "s3://models/iris/1.0.0.joblib", "sha256": SHA},
+                   **spec)
+
+
+def test_s3_endpoint_credentials_and_ca_bundle() -> None:
+    dep = build_deployment(s3_md(storage=S3_STORAGE))
+    env = env_of(dep)
+    assert env[c.ENV_MODEL_URI] == "s3://models/iris/1.0.0.joblib"
+    assert env[c.ENV_S3_ENDPOINT] == "https://minio.storage:9000" and env[c.ENV_S3_REGION] == "eu-west-1"
+    assert env[c.ENV_S3_ADDRESSING_STYLE] == "path"
+    assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "store-creds", "key": "AWS_ACCESS_KEY_ID"}}
+    assert env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "store-creds", "key": "AWS_SECRET_ACCESS_KEY"}}
+    assert env["AWS_SESSION_TOKEN"] == {"secretKeyRef": {"name": "store-creds", "key": "token"}}
+    assert env[c.ENV_S3_CA_BUNDLE] == f"{c.S3_CA_DIR}/ca.crt"
+    assert volumes_of(dep)["s3-ca"]["configMap"] == {
+        "name": "corp-ca", "items": [{"key": "bundle.pem", "path": "ca.crt"}]}
+    assert mounts_of(dep)["s3-ca"] == {"name": "s3-ca", "mountPath": c.S3_CA_DIR, "readOnly": True}
+
+
+def test_s3_ca_bundle_from_a_secret_and_default_credential_chain() -> None:
+    storage = {"s3": {"caBundleRef": {"secretKeyRef": {"name": "ca", "key": "ca.pem"}}}}
+    dep = build_deployment(s3_md(storage=storage))
+    env = env_of(dep)
+    assert "AWS_ACCESS_KEY_ID" not in env and c.ENV_S3_ENDPOINT not in env  # IRSA / pod identity
+    assert volumes_of(dep)["s3-ca"]["secret"] == {"secretName": "ca", "items": [{"key": "ca.pem", "path": "ca.crt"}]}
+
+
+def test_user_env_cannot_replace_store_credentials() -> None:
+    dep = build_deployment(s3_md(storage=S3_STORAGE, server={"env": [{"name": "AWS_ACCESS_KEY_ID", "value": "x"}]}))
+    ref = {"secretKeyRef": {"name": "store-creds", "key": "AWS_ACCESS_KEY_ID"}}
+    assert [e for e in container(dep)["env"] if e["name"] == "AWS_ACCESS_KEY_ID"] == [
+        {"name": "AWS_ACCESS_KEY_ID", "valueFrom": ref}]
+
+
+def test_gcs_key_file_is_mounted_and_anonymous_is_explicit() -> None:
+    model = {"name": "iris", "version": "1", "uri": "gs://models/iris.joblib", "sha256": SHA}
+    storage = {"gcs": {"endpoint": "http://gcs.local:4443", "credentialsSecretRef": {"name": "sa", "key": "sa.json"}}}
+    dep = build_deployment(make_md(model=model, storage=storage))
+    env = env_of(dep)
+    assert env[c.ENV_GCS_ENDPOINT] == "http://gcs.local:4443"
+    assert env[c.ENV_GCS_CREDENTIALS] == f"{c.GCS_CREDENTIALS_DIR}/key.json"
+    assert volumes_of(dep)["gcs-credentials"]["secret"]["items"] == [{"key": "sa.json", "path": "key.json"}]
+    assert mounts_of(dep)["gcs-credentials"]["readOnly"] is True
+    anon = env_of(build_deployment(make_md(model=model, storage={"gcs": {"anonymous": True}})))
+    assert anon[c.ENV_GCS_CREDENTIALS] == c.GCS_ANONYMOUS and c.ENV_GCS_ENDPOINT not in anon
+
+
+def test_pvc_model_mounts_the_claim_read_only() -> None:
+    model = {"name": "iris", "version": "1", "uri": "pvc://model-store/iris/1.joblib", "sha256": SHA}
+    dep = build_deployment(make_md(model=model))
+    assert volumes_of(dep)["model-pvc"] == {
+        "name": "model-pvc", "persistentVolumeClaim": {"claimName": "model-store", "readOnly": True}}
+    assert mounts_of(dep)["model-pvc"] == {
+        "name": "model-pvc", "mountPath": f"{c.PVC_ROOT}/model-store", "readOnly": True}
+    # the server resolves the URI itself (PVC_ROOT/CLAIM/PATH), so it reports the URI as written
+    assert env_of(dep)[c.ENV_MODEL_URI] == "pvc://model-store/iris/1.joblib"
+
+
+def test_each_track_mounts_the_claim_of_its_own_version() -> None:
+    md = make_md(model={"name": "iris", "version": "2", "uri": "pvc://new-claim/m.joblib", "sha256": SHA},
+                 auth={"secretRef": {"name": "keys"}})
+    spec = parse_spec(md)
+    old_model = spec.model.model_copy(update={"version": "1", "uri": "pvc://old-claim/m.joblib"})
+    stable = build_deployment(md, c.TRACK_STABLE, spec.model_copy(update={"model": old_model}))
+    canary = build_deployment(md, "canary", spec)
+    assert volumes_of(stable)["model-pvc"]["persistentVolumeClaim"]["claimName"] == "old-claim"
+    assert volumes_of(canary)["model-pvc"]["persistentVolumeClaim"]["claimName"] == "new-claim"
+    assert "auth" in volumes_of(stable) and "auth" in volumes_of(canary)  # both tracks demand credentials
+
+
+@pytest.mark.parametrize("uri", [
+    "s3://models/iris.joblib", "s3://my.bucket-1/a/b/c.onnx", "gs://models/iris.joblib", "gs://a_b.c/x",
+    "pvc://store/iris.joblib", "pvc://store.v1/a/b.skops", "https://m.example/x", "/models/x", "file:///x",
+])
+def test_model_uri_schemes_accepted(uri: str) -> None:
+    assert parse_spec(make_md(model={"name": "m", "version": "1", "uri": uri, "sha256": SHA})).model.uri == uri
+
+
+@pytest.mark.parametrize("uri", [
+    "s3://models", "s3://models/", "s3://UPPER/x", "s3://a/x", "gs://bucket", "pvc://store", "pvc:///x",
+    "pvc://Store/x", "ftp://x/y", "hdfs://x/y", "relative/path",
+])
+def test_model_uri_schemes_rejected(uri: str) -> None:
+    with pytest.raises(ValueError, match="uri"):
+        parse_spec(make_md(model={"name": "m", "version": "1", "uri": uri, "sha256": SHA}))
