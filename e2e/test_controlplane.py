@@ -430,3 +430,27 @@ def test_pod_ips_are_unique_loopback_and_not_reused_at_once() -> None:
     assert ipam.allocate("d", prefer=first) == first  # a restarted kubelet keeps a pod's IP
     with pytest.raises(ValueError, match=r"127\.0\.0\.0/8"):
         Ipam("10.0.0.0/24")
+
+
+def test_termination_message_is_reported_like_the_kubelet_does(cluster: Cluster, ns: str) -> None:
+    """What a container writes to its terminationMessagePath ends up in its terminated state (Jobs read it)."""
+    cluster.kubectl("-n", ns, "apply", "-f", "-", input=textwrap.dedent("""\
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: term}
+        spec:
+          restartPolicy: Never
+          containers:
+          - name: writes
+            image: busybox
+            command: [sh, -c, 'echo "{\\"score\\": 0.93}" > /dev/termination-log']
+          - name: fails
+            image: busybox
+            command: [sh, -c, 'echo last words; exit 3']
+            terminationMessagePolicy: FallbackToLogsOnError
+        """))
+    wait_until(lambda: get(cluster, "pod", "term")["status"].get("phase") == "Failed", 60, "term to finish")
+    states = {s["name"]: s["state"]["terminated"] for s in get(cluster, "pod", "term")["status"]["containerStatuses"]}
+    assert json.loads(states["writes"]["message"]) == {"score": 0.93} and states["writes"]["exitCode"] == 0
+    assert states["fails"]["exitCode"] == 3 and states["fails"]["message"].strip() == "last words"
+    cluster.kubectl("-n", ns, "delete", "pod", "term", "--wait=true", timeout=60)

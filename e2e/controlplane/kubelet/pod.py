@@ -23,7 +23,7 @@ from . import runtime
 from .api import now_rfc3339
 from .env import ConfigError, command_line, container_env
 from .probes import ProbeState, Result, run_handler
-from .volumes import VolumeError, VolumeManager
+from .volumes import Mount, VolumeError, VolumeManager
 
 if TYPE_CHECKING:
     from .main import Kubelet
@@ -347,6 +347,12 @@ class PodWorker(threading.Thread):
                                   "startedAt": ts, "finishedAt": ts})
             return
         log_path = self.log_dir / f"{c.name}.log"
+        # terminationMessagePath: a fresh per-run file bind-mounted where the container expects it
+        term_file = self._termination_file(c)
+        term_file.parent.mkdir(parents=True, exist_ok=True)
+        term_file.write_bytes(b"")
+        mounts = [*mounts, Mount(source=term_file, target=spec.get("terminationMessagePath") or
+                                 "/dev/termination-log", read_only=False)]
         if log_path.exists() and log_path.stat().st_size > 0:
             log_path.replace(self.log_dir / f"{c.name}.previous.log")
         sc = spec.get("securityContext") or {}
@@ -488,10 +494,29 @@ class PodWorker(threading.Thread):
         }
         if rc < 0:
             term["signal"] = -rc
+        message = self._termination_message(c, code)
+        if message:
+            term["message"] = message
         self.kubelet.state.clear_process(self.uid, c.name)
         c.proc = None
         log.info("%s: container %s exited with %d", self.key, c.name, code)
         self._record_exit(c, term)
+
+    def _termination_file(self, c: Container) -> Path:
+        return self.log_dir / f"{c.name}.termination-log"
+
+    def _termination_message(self, c: Container, code: int) -> str:
+        """What the container wrote to its terminationMessagePath (4 KiB at most, as the kubelet reads it),
+        else for FallbackToLogsOnError and a failure the tail of its log."""
+        with contextlib.suppress(OSError):
+            text = self._termination_file(c).read_bytes()[:4096].decode(errors="replace")
+            if text:
+                return text
+        if code != 0 and c.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+            with contextlib.suppress(OSError):
+                tail = (self.log_dir / f"{c.name}.log").read_bytes()[-2048:].decode(errors="replace")
+                return "\n".join(tail.splitlines()[-80:])
+        return ""
 
     def _record_exit(self, c: Container, term: Obj) -> None:
         c.ready = False
