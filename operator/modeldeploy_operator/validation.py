@@ -18,7 +18,6 @@ from .builders import (
     POD_SECURITY_CONTEXT,
     Body,
     _resources,
-    common_labels,
     owner_reference,
 )
 
@@ -72,7 +71,10 @@ def build_job(md: Body, spec: ModelDeploymentSpec, model: ModelSpec) -> Body:
     name = md["metadata"]["name"]
     env = [{"name": e.name, **({"value": e.value} if e.value is not None else {}),
             **({"valueFrom": e.value_from} if e.value_from is not None else {})} for e in spec.server.env]
-    labels = {**common_labels(name), c.LABEL_COMPONENT: "validation", c.LABEL_MODEL_VERSION: model.version}
+    # Not the server pods' labels: a Service selecting the model's pods must never pick the Job's pod.
+    labels = {c.LABEL_NAME: "modeldeploy-validation", c.LABEL_INSTANCE: name, c.LABEL_MANAGED_BY: c.MANAGED_BY,
+              c.LABEL_COMPONENT: "validation", f"{c.GROUP}/validation-for": name,
+              c.LABEL_MODEL_VERSION: model.version}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

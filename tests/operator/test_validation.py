@@ -47,6 +47,8 @@ def test_job_runs_the_validate_command_with_the_server_image_and_restrictions() 
     assert ctr["image"] == spec.server.image and ctr["securityContext"]["readOnlyRootFilesystem"] is True
     assert job["spec"]["backoffLimit"] == 0 and job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
     assert job["metadata"]["name"] == job_name(md, spec, spec.model)
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert "modeldeploy.dev/modeldeployment" not in labels  # the Service must never select the Job's pod
     rmse = md_with()
     rmse["spec"]["validation"] = {**VALIDATION, "metric": "rmse", "threshold": 3.5}
     s2 = parse_spec(rmse)
