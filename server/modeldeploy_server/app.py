@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
-from modeldeploy_server import __version__, schemas
+from modeldeploy_server import __version__, auth, schemas
 from modeldeploy_server.codec import error_response
 from modeldeploy_server.errors import InvalidInput, ServerError
 from modeldeploy_server.logs import configure_logging
@@ -54,6 +54,7 @@ class ModelApp(FastAPI):
     """
 
     _fast_routes: list[tuple[re.Pattern[str], Endpoint, dict[str, Convertor[Any]]]]
+    _guard: Callable[[Scope], Response | None] | None = None
 
     def enable_fast_path(self, routes: Iterable[BaseRoute]) -> None:
         """Serve the POST routes among `routes` (as included, without prefix) the short way."""
@@ -63,7 +64,16 @@ class ModelApp(FastAPI):
             if isinstance(route, APIRoute) and route.methods == {"POST"}
         ]
 
+    def guard(self, check: Callable[[Scope], Response | None]) -> None:
+        """Run `check` before every HTTP request, fast path included; a Response it returns is the answer."""
+        self._guard = check
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self._guard is not None:
+            denied = self._guard(scope)
+            if denied is not None:
+                await denied(scope, receive, send)
+                return
         if scope["type"] == "http" and scope["method"] == "POST":
             path = scope["path"]
             for regex, endpoint, convertors in getattr(self, "_fast_routes", ()):
@@ -153,6 +163,10 @@ def create_app(settings: ServerSettings | None = None, runtime: ModelRuntime | N
         app.include_router(router)
     app.openapi = _openapi(app, runtime, settings)  # type: ignore[method-assign]
     app.enable_fast_path(route for router in routers for route in router.routes)
+    if settings.auth_dir:
+        keys = auth.KeyDirectory(settings.auth_dir, settings.auth_reload_seconds, runtime.log)
+        authenticator = auth.Authenticator(keys, metrics.registry, (settings.model_name, settings.model_version))
+        app.guard(auth.RouteGuard(authenticator, (route for router in routers for route in router.routes)))
     return app
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from modeldeploy_server import formats, sources
+from modeldeploy_server import formats, sources, stores
 from modeldeploy_server.batching import MicroBatcher
 from modeldeploy_server.errors import (
     InvalidInput,
@@ -195,6 +195,7 @@ class ModelRuntime:
             cache_dir=s.cache_dir,
             timeout_s=s.download_timeout_s,
             log=self.log,
+            store=stores.StoreConfig.from_settings(s),
         )
         from threadpoolctl import threadpool_limits
 

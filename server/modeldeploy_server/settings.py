@@ -70,6 +70,26 @@ class ServerSettings(BaseSettings):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_instances: int = Field(default=10_000, ge=1, description="Rows in one batch/V2 request.")
 
+    # Where models may come from besides paths and http(s) (see sources.py and stores.py).
+    s3_endpoint: str | None = Field(default=None, description="S3-compatible endpoint URL; default: AWS.")
+    s3_region: str | None = Field(default=None, description="S3 region; default: the SDK's (AWS_REGION...).")
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    s3_ca_bundle: str | None = Field(default=None, description="PEM file of CAs for the S3 endpoint's TLS.")
+    gcs_endpoint: str | None = Field(default=None, description="GCS endpoint URL (an emulator); default: Google's.")
+    gcs_credentials: str | None = Field(
+        default=None,
+        description="Service account JSON key file, or `anon`; default: Application Default Credentials.",
+    )
+    pvc_root: str = Field(default=constants.PVC_ROOT, description="Where pvc://CLAIM/PATH is mounted: ROOT/CLAIM.")
+
+    # Credentials on the prediction endpoints (see auth.py).
+    auth_dir: str | None = Field(
+        default=None, description="Directory of accepted keys (a mounted Secret); unset: no authentication."
+    )
+    auth_reload_seconds: float = Field(
+        default=5.0, gt=0, le=300, description="How often the key files are checked for changes."
+    )
+
     # Observability.
     log_format: LogFormat = "text"
     log_level: str = "INFO"

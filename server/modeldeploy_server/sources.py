@@ -1,4 +1,4 @@
-"""Gets the model file onto local disk (file://, plain path, http(s)://) and checks its sha256."""
+"""Gets the model file onto local disk (path, file://, pvc://, http(s)://, s3://, gs://) and checks its sha256."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
@@ -17,7 +17,9 @@ from urllib.request import url2pathname
 
 import httpx
 
+from modeldeploy_server import stores
 from modeldeploy_server.errors import ModelLoadError
+from modeldeploy_server.stores import StoreConfig
 
 _CHUNK = 1 << 20
 _RETRIES = 3
@@ -50,12 +52,22 @@ def resolve_cache_dir(configured: str, log: logging.LoggerAdapter[logging.Logger
 def uri_suffix(uri: str) -> str:
     """The file suffix of a path or URL (`.onnx`), used to guess the format."""
     parsed = urlsplit(uri)
-    path = parsed.path if parsed.scheme in ("http", "https", "file") else uri
+    path = parsed.path if parsed.scheme in ("http", "https", "file", "pvc", *stores.OBJECT_STORE_SCHEMES) else uri
     return PurePosixPath(unquote(path)).suffix.lower()
 
 
 def is_remote(uri: str) -> bool:
-    return urlsplit(uri).scheme in ("http", "https")
+    """Fetched over the network into the cache (http(s) and object stores)."""
+    return urlsplit(uri).scheme in ("http", "https", *stores.OBJECT_STORE_SCHEMES)
+
+
+def pvc_path(uri: str, root: str) -> Path:
+    """Where pvc://CLAIM/PATH is read: ROOT/CLAIM/PATH (the operator mounts the claim at ROOT/CLAIM)."""
+    parsed = urlsplit(uri)
+    rel = PurePosixPath(unquote(parsed.path).lstrip("/"))
+    if not parsed.netloc or not rel.parts or ".." in rel.parts or parsed.query:
+        raise ModelLoadError(f"not a claim URI: {uri!r} (expected pvc://CLAIM/PATH)", reason="unsupported_uri")
+    return Path(root) / parsed.netloc / rel
 
 
 def sha256_of(path: Path) -> str:
@@ -75,7 +87,7 @@ def local_path(uri: str) -> Path:
         return Path(url2pathname(unquote(parsed.path)))
     if parsed.scheme and len(parsed.scheme) > 1:
         raise ModelLoadError(
-            f"unsupported model URI scheme {parsed.scheme!r} (use a path, file://, http(s)://)",
+            f"unsupported model URI scheme {parsed.scheme!r} (use a path, file://, pvc://, http(s)://, s3://, gs://)",
             reason="unsupported_uri",
         )
     return Path(uri).expanduser()
@@ -88,14 +100,22 @@ def fetch(
     cache_dir: str,
     timeout_s: float,
     log: logging.LoggerAdapter[logging.Logger],
+    store: StoreConfig | None = None,
 ) -> LocalModel:
-    """Local copy of the model with its digest; raises ModelLoadError naming what went wrong."""
+    """Local copy of the model with its digest; raises ModelLoadError naming what went wrong.
+
+    `store` says how to reach object stores and where claims are mounted (default: SDK defaults).
+    """
+    store = store or StoreConfig()
     if is_remote(uri):
         cache = resolve_cache_dir(cache_dir, log)
-        return _download(uri, expected_sha256, cache, timeout_s, log)
-    path = local_path(uri)
+        return _download(uri, expected_sha256, cache, timeout_s, log, store)
+    on_claim = urlsplit(uri).scheme == "pvc"
+    path = pvc_path(uri, store.pvc_root) if on_claim else local_path(uri)
     if not path.is_file():
-        raise ModelLoadError(f"model file not found: {path}", reason="model_not_found")
+        claim_dir = Path(store.pvc_root) / urlsplit(uri).netloc
+        where = f" (from {uri}; is the claim mounted at {claim_dir}?)" if on_claim else ""
+        raise ModelLoadError(f"model file not found: {path}{where}", reason="model_not_found")
     digest = sha256_of(path)
     _check_digest(digest, expected_sha256, uri)
     return LocalModel(path=path, sha256=digest, downloaded=False)
@@ -133,6 +153,7 @@ def _download(
     cache_dir: Path,
     timeout_s: float,
     log: logging.LoggerAdapter[logging.Logger],
+    store: StoreConfig,
 ) -> LocalModel:
     target = cache_dir / _cache_name(uri, expected_sha256)
     with _locked(target.with_name(target.name + ".lock")):
@@ -142,7 +163,12 @@ def _download(
                 log.info("model found in cache at %s", target)
                 return LocalModel(path=target, sha256=expected_sha256, downloaded=False)
             target.unlink()
-        digest = _download_with_retries(uri, target, expected_sha256, timeout_s, log)
+        if urlsplit(uri).scheme in stores.OBJECT_STORE_SCHEMES:
+            # The SDKs retry transient errors themselves.
+            with stores.open_object(uri, store, timeout_s) as chunks:
+                digest = _write_checked(uri, target, expected_sha256, chunks)
+        else:
+            digest = _download_with_retries(uri, target, expected_sha256, timeout_s, log)
     return LocalModel(path=target, sha256=digest, downloaded=True)
 
 
@@ -173,22 +199,25 @@ class _RetryableStatus(Exception):
 
 
 def _download_once(uri: str, target: Path, expected_sha256: str | None, timeout_s: float) -> str:
+    with httpx.stream("GET", uri, timeout=timeout_s, follow_redirects=True) as response:
+        if response.status_code >= 500 or response.status_code == 429:
+            raise _RetryableStatus(f"HTTP {response.status_code}")
+        if response.status_code != 200:
+            raise ModelLoadError(
+                f"could not download {uri}: HTTP {response.status_code}",
+                reason="download_failed",
+            )
+        return _write_checked(uri, target, expected_sha256, response.iter_bytes(_CHUNK))
+
+
+def _write_checked(uri: str, target: Path, expected_sha256: str | None, chunks: Iterable[bytes]) -> str:
+    """Write `chunks` to `target` through a temp file, digesting on the way; the digest."""
     digest = hashlib.sha256()
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".download-")
     tmp = Path(tmp_name)
     try:
-        with (
-            os.fdopen(fd, "wb") as out,
-            httpx.stream("GET", uri, timeout=timeout_s, follow_redirects=True) as response,
-        ):
-            if response.status_code >= 500 or response.status_code == 429:
-                raise _RetryableStatus(f"HTTP {response.status_code}")
-            if response.status_code != 200:
-                raise ModelLoadError(
-                    f"could not download {uri}: HTTP {response.status_code}",
-                    reason="download_failed",
-                )
-            for chunk in response.iter_bytes(_CHUNK):
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
                 digest.update(chunk)
                 out.write(chunk)
         actual = digest.hexdigest()
