@@ -13,7 +13,7 @@ from modeldeploy_api import constants as c
 from modeldeploy_api.models import ModelDeploymentSpec
 from pydantic import ValidationError
 
-from . import drift
+from . import drift, podhealth
 from .apply import Body, Cluster
 from .builders import build_children, deployment_name, parse_spec
 from .durations import parse_duration
@@ -109,7 +109,12 @@ def reconcile(cluster: Cluster, md: Body, notify: Notify | None = None) -> float
         if step.consume_annotations:
             cluster.remove_annotations(ns, name, step.consume_annotations)
         stable = cluster.get("apps/v1", "Deployment", ns, name)
+        failure = podhealth.load_failure(cluster, md, spec) if error is None else None
+        if failure is not None:  # the new version's servers say why they are not ready
+            error = failure.error()
         status = compute_status(md, stable, now_rfc3339(), error, step)
+        if failure is not None:
+            failure.annotate(status)
         validations = old.get("validations") or []
         if gate.record is not None:
             validations = remember(validations, gate.record)
