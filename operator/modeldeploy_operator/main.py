@@ -27,6 +27,7 @@ def add_operator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resync-seconds", type=float, default=60.0,
                         help="Every so often reconcile every ModelDeployment (retries failures).")
     parser.add_argument("--verbose", "-v", action="store_true")
+    parser.add_argument("--log-json", action="store_true", help="Structured JSON logs.")
 
 
 def _load_kube_config() -> None:
@@ -85,10 +86,7 @@ async def _run(args: argparse.Namespace) -> None:
 
 
 def run_operator(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    kopf.configure(verbose=args.verbose)
+    # Kopf configures the root logger (one handler); a second basicConfig would print every line twice.
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON if args.log_json else kopf.LogFormat.FULL)
     asyncio.run(_run(args))
     return 0
