@@ -454,3 +454,27 @@ def test_termination_message_is_reported_like_the_kubelet_does(cluster: Cluster,
     assert json.loads(states["writes"]["message"]) == {"score": 0.93} and states["writes"]["exitCode"] == 0
     assert states["fails"]["exitCode"] == 3 and states["fails"]["message"].strip() == "last words"
     cluster.kubectl("-n", ns, "delete", "pod", "term", "--wait=true", timeout=60)
+
+
+def test_a_volume_over_the_checkout_does_not_hide_the_image(cluster: Cluster, ns: str) -> None:
+    """The project's checkout and venv stand in for the image: an emptyDir mounted over their parent
+    directory (as /tmp is, when CI clones under /tmp) must not make `modeldeploy` vanish."""
+    parent = str(Path(__file__).resolve().parents[1].parent)
+    cluster.kubectl("-n", ns, "apply", "-f", "-", input=textwrap.dedent(f"""\
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: shadow}}
+        spec:
+          restartPolicy: Never
+          containers:
+          - name: main
+            image: modeldeploy/server
+            command: [modeldeploy, crd]
+            securityContext: {{readOnlyRootFilesystem: true}}
+            volumeMounts: [{{name: scratch, mountPath: {json.dumps(parent)}}}]
+          volumes: [{{name: scratch, emptyDir: {{}}}}]
+        """))
+    wait_until(lambda: get(cluster, "pod", "shadow")["status"].get("phase") in ("Succeeded", "Failed"), 60,
+               "shadow to finish")
+    assert get(cluster, "pod", "shadow")["status"]["phase"] == "Succeeded"
+    cluster.kubectl("-n", ns, "delete", "pod", "shadow", "--wait=true", timeout=60)

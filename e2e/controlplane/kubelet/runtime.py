@@ -10,6 +10,9 @@ from pathlib import Path
 
 from .volumes import Mount, ensure_mountpoint
 
+# What stands in for the image: the project checkout (sources of the editable install) and the venv.
+KEEP = sorted({str(Path(__file__).resolve().parents[3]), sys.prefix})
+
 # Runs (python -I -S: stdlib only, ~20ms) as the container's first process, in its own session:
 # enters a private mount namespace, bind-mounts the volumes, makes / read-only if asked, then
 # exec()s the container command in place, so the pid the kubelet holds is the container's.
@@ -38,6 +41,12 @@ mount(None, "/", MS_REC | MS_PRIVATE)
 # Open every source before the first mount (fds of this namespace: a bind from a mount of another
 # namespace is refused with EINVAL).
 fds = []
+keep = []
+for path in spec.get("keep", []):
+    try:
+        keep.append((path, os.open(path, os.O_PATH | os.O_CLOEXEC)))
+    except OSError:
+        pass
 for m in spec["mounts"]:
     try:
         fds.append(os.open(m["source"], os.O_PATH | os.O_CLOEXEC))
@@ -48,6 +57,22 @@ for fd, m in zip(fds, spec["mounts"]):
     if m["ro"]:
         mount(None, m["target"], MS_REMOUNT | MS_BIND | MS_RDONLY)
 for fd in fds:
+    os.close(fd)
+# The "image" is the project's checkout and venv on this host: a volume mounted over one of their
+# parents (an emptyDir on /tmp, with the checkout under /tmp) must not hide them. Put them back.
+for path, fd in keep:
+    try:
+        seen, want = os.stat(path), os.fstat(fd)
+        hidden = (seen.st_dev, seen.st_ino) != (want.st_dev, want.st_ino)
+    except OSError:
+        hidden = True
+    if hidden:
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            fail("cannot restore %s under a volume: %s" % (path, e))
+        mount("/proc/self/fd/%d" % fd, path, MS_BIND | MS_REC)
+        mount(None, path, MS_REMOUNT | MS_BIND | MS_RDONLY)
     os.close(fd)
 if spec["ro_root"]:
     # Only the root mount turns read-only: the bind mounts above are mounts of their own and
@@ -78,7 +103,7 @@ def launch(
     for m in sorted(mounts, key=lambda m: len(Path(m.target).parts)):
         ensure_mountpoint(m.target, m.source.is_dir())
         specs.append({"source": str(m.source), "target": m.target, "ro": m.read_only})
-    spec = {"mounts": specs, "ro_root": read_only_root, "cwd": working_dir}
+    spec = {"mounts": specs, "ro_root": read_only_root, "cwd": working_dir, "keep": KEEP}
     full = [sys.executable, "-I", "-S", "-c", LAUNCHER, json.dumps(spec), *argv]
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
