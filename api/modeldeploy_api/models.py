@@ -19,7 +19,7 @@ FreeObject = Annotated[dict[str, Any], Field(json_schema_extra=PRESERVE_UNKNOWN)
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"  # names of Secrets, ConfigMaps, claims
-VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
+VERSION_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"  # also a label value: no "+"
 URI_PATTERN = r"^((file|https?)://.+|/.+)$"  # what the server can fetch without spec.storage
 # A model can also come from an object store (credentials in spec.storage) or a PersistentVolumeClaim.
 S3_URI = r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+"

@@ -225,6 +225,13 @@ def _extra_volumes(spec: ModelDeploymentSpec) -> tuple[list[Body], list[Body]]:
     return volumes, mounts
 
 
+def store_access(spec: ModelDeploymentSpec) -> tuple[list[Body], list[Body], list[Body]]:
+    """(env, volumes, mounts) that let any pod of this model read it from its store (no auth keys)."""
+    volumes, mounts = _extra_volumes(spec)
+    keep = [i for i, v in enumerate(volumes) if v["name"] != "auth"]
+    return _storage_env(spec), [volumes[i] for i in keep], [mounts[i] for i in keep]
+
+
 def _probe(path: str, period: int, failures: int, timeout: int = 2) -> Body:
     return {
         "httpGet": {"path": path, "port": "http"},

@@ -180,7 +180,7 @@ def _drift(cluster: Cluster, md: Body, spec: ModelDeploymentSpec, step: Plan, st
         return None
     previous = old.get("drift") or {}
     interval = parse_duration(conf.interval)
-    if not drift.due(conf, previous if previous.get("checkedAt") else None, now):
+    if not drift.due(conf, previous, now):
         status["drift"] = previous  # the last verdict and its Drifted condition stay as they are
         return interval
     stamp = now.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

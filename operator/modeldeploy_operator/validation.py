@@ -19,6 +19,7 @@ from .builders import (
     Body,
     _resources,
     owner_reference,
+    store_access,
 )
 
 ANNOTATION_REVALIDATE = f"{c.GROUP}/revalidate"
@@ -69,8 +70,9 @@ def build_job(md: Body, spec: ModelDeploymentSpec, model: ModelSpec) -> Body:
     if v.data_sha256:
         args += ["--data-sha256", v.data_sha256]
     name = md["metadata"]["name"]
-    env = [{"name": e.name, **({"value": e.value} if e.value is not None else {}),
-            **({"valueFrom": e.value_from} if e.value_from is not None else {})} for e in spec.server.env]
+    store_env, store_volumes, store_mounts = store_access(spec)  # s3://, gs://, pvc:// models
+    env = store_env + [{"name": e.name, **({"value": e.value} if e.value is not None else {}),
+                        **({"valueFrom": e.value_from} if e.value_from is not None else {})} for e in spec.server.env]
     # Not the server pods' labels: a Service selecting the model's pods must never pick the Job's pod.
     labels = {c.LABEL_NAME: "modeldeploy-validation", c.LABEL_INSTANCE: name, c.LABEL_MANAGED_BY: c.MANAGED_BY,
               c.LABEL_COMPONENT: "validation", f"{c.GROUP}/validation-for": name,
@@ -105,10 +107,10 @@ def build_job(md: Body, spec: ModelDeploymentSpec, model: ModelSpec) -> Body:
                         "securityContext": CONTAINER_SECURITY_CONTEXT,
                         "terminationMessagePolicy": "FallbackToLogsOnError",
                         "volumeMounts": [{"name": "model-cache", "mountPath": c.MODEL_CACHE_DIR},
-                                         {"name": "tmp", "mountPath": c.TMP_DIR}],
+                                         {"name": "tmp", "mountPath": c.TMP_DIR}, *store_mounts],
                     }],
                     "volumes": [{"name": "model-cache", "emptyDir": {"sizeLimit": "4Gi"}},
-                                {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
+                                {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}, *store_volumes],
                 },
             },
         },

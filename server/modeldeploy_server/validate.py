@@ -21,7 +21,9 @@ import numpy as np
 
 from modeldeploy_server.errors import ModelLoadError
 from modeldeploy_server.formats import guess_format, load
+from modeldeploy_server.settings import ServerSettings
 from modeldeploy_server.sources import fetch, uri_suffix
+from modeldeploy_server.stores import StoreConfig
 
 HIGHER_IS_BETTER = {"accuracy": True, "f1": True, "roc_auc": True, "rmse": False, "mae": False}
 EXIT_PASSED, EXIT_BELOW_BAR, EXIT_ERROR = 0, 1, 2
@@ -117,7 +119,10 @@ def validate(args: argparse.Namespace) -> Result:
         raise ModelLoadError(
             "refusing to unpickle a model without --sha256 (or --allow-unverified)", reason="unverified_model"
         )
-    model_file = fetch(args.model, expected_sha256=args.sha256, cache_dir=args.cache_dir, timeout_s=300, log=adapter)
+    # Object-store endpoints and credentials come from the same MODELDEPLOY_*/AWS_* env as the server's.
+    store = StoreConfig.from_settings(ServerSettings())
+    model_file = fetch(args.model, expected_sha256=args.sha256, cache_dir=args.cache_dir, timeout_s=300, log=adapter,
+                       store=store)
     data_file = fetch(args.data, expected_sha256=args.data_sha256, cache_dir=args.cache_dir, timeout_s=300, log=adapter)
     predictor = load(fmt, model_file.path, trusted_types=[], threads=1)
     x, truth = read_csv(data_file.path, args.target)

@@ -115,3 +115,15 @@ def test_records_are_bounded_and_deduplicated() -> None:
     records = remember(records, {**rec, "version": "14", "passed": False})
     assert len(records) == 10 and records[0]["passed"] is False
     assert [r["version"] for r in records].count("14") == 1
+
+
+def test_the_job_reaches_the_model_store_but_gets_no_api_keys() -> None:
+    md = md_with(storage={"s3": {"endpoint": "http://127.0.0.1:9000", "credentialsSecretRef": {"name": "store"}}},
+                 auth={"secretRef": {"name": "api-keys"}})
+    md["spec"]["model"]["uri"] = "s3://models/iris-2.0.0.joblib"
+    spec = parse_spec(md)
+    pod = build_job(md, spec, spec.model)["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["MODELDEPLOY_S3_ENDPOINT"]["value"] == "http://127.0.0.1:9000"
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "store"
+    assert "auth" not in {v["name"] for v in pod["volumes"]}
