@@ -40,6 +40,7 @@ def model_deployment_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_
     if event.get("type") == "DELETED":
         return  # children go with it through their owner references
     meta = body["metadata"]
+    memo.watch.saw(meta["namespace"], meta["name"], str(meta.get("resourceVersion", "")))
     memo.requeue.after(meta["namespace"], meta["name"], reconcile(memo.cluster, dict(body), notifier(memo.cluster)))
 
 
@@ -53,3 +54,12 @@ def child_event(body: kopf.Body, memo: Any, **_: Any) -> None:
     md = memo.cluster.get_model_deployment(*owner)
     if md is not None:
         memo.requeue.after(*owner, reconcile(memo.cluster, md, notifier(memo.cluster)))
+
+
+@kopf.on.probe(id="watch")
+def watch_is_alive(memo: Any, **_: Any) -> dict[str, Any]:
+    """Liveness: fails (HTTP 500 from Kopf's endpoint) when the watch stopped delivering changes."""
+    stale = memo.watch.stale()
+    if stale:
+        raise kopf.PermanentError(f"the watch did not deliver changes of {', '.join(stale[:5])}")
+    return {"stale": 0}

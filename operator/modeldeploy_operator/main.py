@@ -15,6 +15,7 @@ from .apply import Cluster
 from .handlers import notifier
 from .reconcile import reconcile
 from .requeue import Requeue
+from .watchdog import WatchMonitor
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ def _load_kube_config() -> None:
         config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
-async def resync_loop(cluster: Cluster, requeue: Requeue, namespaces: list[str], interval: float) -> None:
+async def resync_loop(cluster: Cluster, requeue: Requeue, watch: WatchMonitor, namespaces: list[str],
+                      interval: float) -> None:
     """Every `interval`: reconcile everything (retries failures). Every second: whatever a rollout asked for."""
     notify = notifier(cluster)
     scopes: list[str | None] = list(namespaces) or [None]
@@ -56,9 +58,14 @@ async def resync_loop(cluster: Cluster, requeue: Requeue, namespaces: list[str],
                     await one(md)
             if time.monotonic() - last_full >= interval:
                 last_full = time.monotonic()
+                listed = []
                 for scope in scopes:
-                    for md in await asyncio.to_thread(cluster.list_model_deployments, scope):
+                    items = await asyncio.to_thread(cluster.list_model_deployments, scope)
+                    listed += [(m["metadata"]["namespace"], m["metadata"]["name"],
+                                str(m["metadata"].get("resourceVersion", ""))) for m in items]
+                    for md in items:
                         await one(md)
+                watch.listed(listed)
         except Exception:
             log.exception("resync failed; retrying")
 
@@ -69,16 +76,17 @@ async def _run(args: argparse.Namespace) -> None:
     _load_kube_config()
     cluster = Cluster()
     requeue = Requeue()
+    watch = WatchMonitor()
     stop = asyncio.Event()
     operator = kopf.operator(
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         standalone=True,
         liveness_endpoint=args.liveness or None,
-        memo=kopf.Memo(cluster=cluster, requeue=requeue),
+        memo=kopf.Memo(cluster=cluster, requeue=requeue, watch=watch),
         stop_flag=stop,
     )
-    resync = asyncio.create_task(resync_loop(cluster, requeue, args.namespace, args.resync_seconds))
+    resync = asyncio.create_task(resync_loop(cluster, requeue, watch, args.namespace, args.resync_seconds))
     try:
         await operator
     finally:
