@@ -10,10 +10,9 @@ from typing import Any
 import joblib
 import pytest
 import yaml
+from modeldeploy_server.validate import csv_text
 from sklearn.datasets import load_iris
 from sklearn.dummy import DummyClassifier
-
-from modeldeploy_server.validate import csv_text
 from support import (  # noqa: F401  (fixtures)
     ModelRegistry,
     OperatorProcess,
