@@ -55,5 +55,8 @@ test: lint controlplane kserve-client
 crd: $(STAMP) ## regenerate the CRD YAML from the pydantic models
 	$(VENV)/bin/modeldeploy crd -o crds -o charts/modeldeploy/crds
 
+bench: $(STAMP) ## ours vs MLServer, KServe and a naive FastAPI app (docs/benchmark.md); QUICK=1 for a short run
+	$(PY) e2e/bench/run.py $(if $(QUICK),--quick,)
+
 clean: down
 	rm -rf .local
