@@ -26,11 +26,14 @@ from modeldeploy_server.errors import (
 )
 from modeldeploy_server.formats import Outputs, Predictor
 from modeldeploy_server.logs import ModelLogger, model_logger
+from modeldeploy_server.request_batching import RequestBatcher
 from modeldeploy_server.settings import ServerSettings
 from modeldeploy_server.workers import available_cpus
 
 FEATURE_LIMIT = float(np.finfo(np.float32).max)
 """Largest accepted feature magnitude: tree models and ONNX graphs compute in float32."""
+MERGED_ROWS = 2048
+"""Concurrent batch requests share one model call up to this many rows."""
 
 OUTPUT_PREDICT = "predict"
 OUTPUT_PROBA = "predict_proba"
@@ -100,12 +103,14 @@ class ModelRuntime:
         """Called in the loading thread once the model is ready."""
         self.on_predicted: Callable[[np.ndarray[Any, Any], Outputs], None] | None = None
         """Called in the predict thread after each model call with its rows and outputs (e.g.
-        for drift statistics); must be quick, must not keep the rows; its errors are logged."""
+        for drift statistics); must be quick, may keep a bounded number of the arrays (they are
+        never reused) but must not change them; its errors are logged."""
         self._predictor: Predictor | None = None
         # Threads for the model's own pools (BLAS, OpenMP, onnxruntime), shared by the workers.
         self._threads = max(1, available_cpus() // settings.workers)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
         self._batcher: MicroBatcher[RowPrediction] | None = None
+        self._requests: RequestBatcher | None = None  # merges concurrent multi-row requests
         self._load_task: asyncio.Future[LoadState] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -338,10 +343,10 @@ class ModelRuntime:
     async def predict_many(self, rows: np.ndarray[Any, Any]) -> Outputs:
         """Many rows in one vectorized model call (off the event loop)."""
         checked = self.validate(rows)
-        self._batch_observed(len(checked))
-        loop = asyncio.get_running_loop()
-        outputs = await loop.run_in_executor(self._executor, self._predict_checked, checked)
-        return outputs
+        if self._requests is None:
+            self._requests = RequestBatcher(self._predict_checked, self._executor, MERGED_ROWS,
+                                            on_call=self._batch_observed)
+        return await self._requests.submit(checked)
 
     async def _run_rows(self, rows: np.ndarray[Any, Any]) -> list[RowPrediction]:
         loop = asyncio.get_running_loop()
