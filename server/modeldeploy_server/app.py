@@ -4,8 +4,10 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -19,7 +21,11 @@ from starlette.types import Receive, Scope, Send
 
 from modeldeploy_server import __version__, auth, schemas
 from modeldeploy_server.codec import error_response
+from modeldeploy_server.drift_alerts import WebhookNotifier, alert_payload
+from modeldeploy_server.drift_monitor import DriftMonitor, Transition
+from modeldeploy_server.drift_routes import build_drift_router
 from modeldeploy_server.errors import InvalidInput, ServerError
+from modeldeploy_server.formats import Outputs
 from modeldeploy_server.logs import configure_logging
 from modeldeploy_server.metrics import ServerMetrics
 from modeldeploy_server.routes import build_router
@@ -33,7 +39,8 @@ _HTTP_REASONS = {404: "not_found", 405: "method_not_allowed"}
 
 DESCRIPTION = """\
 Serves one model: `/predict` for one row, `/predict/batch` for many, and the Open Inference
-Protocol (KServe V2) under `/v2`. `/health` is liveness, `/ready` is readiness. Every error is
+Protocol (KServe V2) under `/v2`. `/health` is liveness, `/ready` is readiness. With a drift
+reference profile, `/drift` shows how live inputs compare with the training data. Every error is
 `{"error": "<readable message>", "reason": "<machine-readable reason>"}`.
 """
 
@@ -120,19 +127,56 @@ def create_app(settings: ServerSettings | None = None, runtime: ModelRuntime | N
             group.check()
         return facts
 
+    monitor = (
+        DriftMonitor(
+            settings,
+            metrics.drift,
+            runtime.log,
+            state_dir=Path(settings.worker_state_dir) if group is not None and settings.worker_state_dir else None,
+            workers=settings.workers if group is not None else 1,
+        )
+        if settings.drift_reference_uri
+        else None
+    )
+    count_labels = False
+    chained = runtime.on_predicted
+
+    def predicted(rows: np.ndarray[Any, Any], outputs: Outputs) -> None:
+        """After every model call (predict thread): label counts, the drift window."""
+        if count_labels:
+            metrics.count_predictions(outputs.labels)
+        if monitor is not None:
+            monitor.observe(rows, outputs.labels)
+        if chained is not None:
+            chained(rows, outputs)
+
     def loaded(facts: ModelFacts) -> None:
+        nonlocal count_labels
+        count_labels = facts.is_classifier and facts.label_width is None
+        if count_labels and facts.classes is not None:
+            metrics.set_classes(facts.classes)
+        if monitor is not None:
+            monitor.load(facts)  # beside the model, before the process is ready
         metrics.model_loaded(facts.format, facts.sha256)
         if group is not None:
             group.mark_ready()
 
     runtime.on_loaded = loaded
+    runtime.on_predicted = predicted
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        notifier = _drift_alerts(monitor, settings, runtime)
+        if monitor is not None:
+            monitor.start()
         try:
             yield
         finally:
+            if monitor is not None:
+                await monitor.stop()
+            if notifier is not None:
+                notifier.close()
             if group is not None:
                 group.mark_gone()
             await runtime.stop()
@@ -148,6 +192,7 @@ def create_app(settings: ServerSettings | None = None, runtime: ModelRuntime | N
     app.state.settings = settings
     app.state.runtime = runtime
     app.state.metrics = metrics
+    app.state.drift = monitor
     if runtime.facts is not None:
         loaded(runtime.facts)
 
@@ -161,6 +206,7 @@ def create_app(settings: ServerSettings | None = None, runtime: ModelRuntime | N
     ]
     for router in routers:
         app.include_router(router)
+    app.include_router(build_drift_router(monitor, settings))
     app.openapi = _openapi(app, runtime, settings)  # type: ignore[method-assign]
     app.enable_fast_path(route for router in routers for route in router.routes)
     if settings.auth_dir:
@@ -168,6 +214,25 @@ def create_app(settings: ServerSettings | None = None, runtime: ModelRuntime | N
         authenticator = auth.Authenticator(keys, metrics.registry, (settings.model_name, settings.model_version))
         app.guard(auth.RouteGuard(authenticator, (route for router in routers for route in router.routes)))
     return app
+
+
+def _drift_alerts(
+    monitor: DriftMonitor | None, settings: ServerSettings, runtime: ModelRuntime
+) -> WebhookNotifier | None:
+    """The webhook poster for this replica's drift transitions, if one is configured."""
+    if monitor is None or settings.drift_webhook_url is None:
+        return None
+    notifier = WebhookNotifier(settings.drift_webhook_url.get_secret_value(), runtime.log)
+
+    def transition(change: Transition) -> None:
+        notifier.post(
+            alert_payload(
+                change, model_name=settings.model_name, model_version=settings.model_version, pod=settings.pod_name
+            )
+        )
+
+    monitor.on_transition = transition
+    return notifier
 
 
 def app_from_env() -> FastAPI:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Final
 
+import numpy as np
+from modeldeploy_drift import DriftReport, DriftStatus
+from modeldeploy_drift.table import category_key
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -28,6 +33,18 @@ MODEL_INFO = "modeldeploy_model_info"
 MODEL_READY = "modeldeploy_model_ready"
 BATCH_SIZE = "modeldeploy_batch_size"
 PREDICTED_ROWS = "modeldeploy_predicted_rows"  # ..._total
+PREDICTIONS = "modeldeploy_predictions"  # ..._total, by predicted label (canary analysis reads it)
+DRIFT_FEATURE_SCORE = "modeldeploy_drift_feature_score"
+DRIFT_FEATURE_P_VALUE = "modeldeploy_drift_feature_p_value"
+DRIFT_FEATURE_DRIFTED = "modeldeploy_drift_feature_drifted"
+DRIFT_DATASET_P_VALUE = "modeldeploy_drift_dataset_p_value"
+DRIFT_DATASET_DRIFTED = "modeldeploy_drift_dataset_drifted"  # canary analysis reads it
+DRIFT_WINDOW_ROWS = "modeldeploy_drift_window_rows"
+
+MAX_LABELS = 100
+"""Distinct `label` values of the predictions counter; later ones are counted as OTHER_LABEL."""
+OTHER_LABEL = "other"
+_LABEL_CACHE = 4 * MAX_LABELS
 
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -75,10 +92,19 @@ class ServerMetrics:
             labels, buckets=_BATCH_BUCKETS, registry=reg,
         )  # fmt: skip
         self.rows = Counter(PREDICTED_ROWS, "Rows sent to the model.", labels, registry=reg)
+        self.predictions = Counter(
+            PREDICTIONS, f"Predicted labels of a classifier (at most {MAX_LABELS} labels, then '{OTHER_LABEL}').",
+            [*labels, "label"], registry=reg,
+        )  # fmt: skip
+        self.drift = DriftGauges(self.registry, self._model)
         self.ready.labels(*self._model).set(0)
         self._batch_child = self.batch_size.labels(*self._model)
         self._rows_child = self.rows.labels(*self._model)
         self._endpoints: dict[str, EndpointTimer] = {}
+        self._label_children: dict[Any, Any] = {}  # raw label -> counter child
+        self._label_keys: dict[str, Any] = {}  # label text -> counter child, at most MAX_LABELS (+ other)
+        self._classes: np.ndarray[Any, Any] | None = None  # sorted class labels (set_classes)
+        self._class_children: list[Any] = []
 
     def model_loaded(self, fmt: str, sha256: str) -> None:
         self.info.labels(*self._model, fmt, sha256).set(1)
@@ -87,6 +113,54 @@ class ServerMetrics:
     def observe_batch(self, size: int) -> None:
         self._batch_child.observe(size)
         self._rows_child.inc(size)
+
+    def set_classes(self, classes: Sequence[Any]) -> None:
+        """The classifier's labels, known at load time: counting them is then a search and a bincount."""
+        try:
+            order = np.argsort(np.asarray(classes), kind="stable")
+        except TypeError:  # labels that do not sort together: counted the general way
+            return
+        self._classes = np.asarray(classes)[order]
+        self._class_children = [self._label_child(v) for v in self._classes.tolist()]
+
+    def count_predictions(self, labels: np.ndarray[Any, Any]) -> None:
+        """Count a model call's predicted labels (one label per row: classifiers)."""
+        if labels.ndim != 1 or labels.shape[0] == 0:
+            return
+        if labels.shape[0] == 1:
+            self._label_child(labels.tolist()[0]).inc()
+            return
+        classes = self._classes
+        if classes is not None:
+            try:
+                idx = np.searchsorted(classes, labels)
+                known = bool((classes[np.minimum(idx, len(classes) - 1)] == labels).all())
+            except (TypeError, ValueError):
+                known = False
+            if known:
+                for i, count in enumerate(np.bincount(idx, minlength=len(classes)).tolist()):
+                    if count:
+                        self._class_children[i].inc(count)
+                return
+        values, counts = np.unique(labels, return_counts=True)
+        for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+            self._label_child(value).inc(count)
+
+    def _label_child(self, value: Any) -> Any:
+        child = self._label_children.get(value)
+        if child is not None:
+            return child
+        key = category_key(value) or "missing"
+        child = self._label_keys.get(key)
+        if child is None:
+            if len(self._label_keys) >= MAX_LABELS:
+                key = OTHER_LABEL
+                child = self._label_keys.get(key)
+            if child is None:
+                child = self._label_keys[key] = self.predictions.labels(*self._model, key)
+        if len(self._label_children) < _LABEL_CACHE:
+            self._label_children[value] = child
+        return child
 
     def endpoint(self, name: str) -> EndpointTimer:
         """The (cached) timer of one endpoint."""
@@ -102,6 +176,58 @@ class ServerMetrics:
             MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+class DriftGauges:
+    """This replica's latest drift verdict as gauges (set by the drift monitor, off the request path).
+
+    With several workers each one judges the whole pod's window, so the most recent value wins.
+    """
+
+    def __init__(self, registry: CollectorRegistry, model: tuple[str, str]) -> None:
+        labels, feature = ("model_name", "model_version"), ("model_name", "model_version", "feature")
+        mode: Final = "mostrecent"
+        self._model = model
+        self.feature_score = Gauge(
+            DRIFT_FEATURE_SCORE, "Jensen-Shannon distance of a feature's live window from its reference (0..1).",
+            feature, registry=registry, multiprocess_mode=mode,
+        )  # fmt: skip
+        self.feature_p_value = Gauge(
+            DRIFT_FEATURE_P_VALUE, "A feature's drift test p-value, corrected for multiple testing (NaN: not tested).",
+            feature, registry=registry, multiprocess_mode=mode,
+        )  # fmt: skip
+        self.feature_drifted = Gauge(
+            DRIFT_FEATURE_DRIFTED, "1 when a feature has drifted (corrected p-value at most alpha), else 0.",
+            feature, registry=registry, multiprocess_mode=mode,
+        )  # fmt: skip
+        self.dataset_p_value = Gauge(
+            DRIFT_DATASET_P_VALUE, "Smallest corrected feature p-value of the window (NaN: not tested).",
+            labels, registry=registry, multiprocess_mode=mode,
+        )  # fmt: skip
+        self.dataset_drifted = Gauge(
+            DRIFT_DATASET_DRIFTED, "1 when this replica's window has drifted from the reference profile, else 0.",
+            labels, registry=registry, multiprocess_mode=mode,
+        )  # fmt: skip
+        self.window_rows = Gauge(
+            DRIFT_WINDOW_ROWS, "Rows in the window last judged for drift.",
+            labels, registry=registry, multiprocess_mode=mode,
+        )  # fmt: skip
+
+    def update(self, report: DriftReport, features: Sequence[str]) -> None:
+        """Set every gauge from `report` (features not in it, e.g. untested, get NaN and 0)."""
+        entries = {f.name: f for f in report.features}
+        for name in features:
+            entry = entries.get(name)
+            self.feature_score.labels(*self._model, name).set(_nan(entry.js if entry else None))
+            self.feature_p_value.labels(*self._model, name).set(_nan(entry.p_adjusted if entry else None))
+            self.feature_drifted.labels(*self._model, name).set(1 if entry is not None and entry.drifted else 0)
+        self.dataset_p_value.labels(*self._model).set(_nan(report.p_value))
+        self.dataset_drifted.labels(*self._model).set(1 if report.status is DriftStatus.DRIFTED else 0)
+        self.window_rows.labels(*self._model).set(report.window_rows)
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
 
 
 class EndpointTimer:

@@ -6,11 +6,12 @@ import re
 from typing import Annotated, Literal
 
 from modeldeploy_api import constants
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ModelFormat = Literal["auto", "sklearn", "skops", "onnx"]
 LogFormat = Literal["text", "json"]
+Correction = Literal["bh", "bonferroni"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -94,8 +95,23 @@ class ServerSettings(BaseSettings):
     log_format: LogFormat = "text"
     log_level: str = "INFO"
     access_log: bool = False
+    pod_name: str | None = Field(default=None, description="The pod's name (named in drift alerts).")
 
-    @field_validator("model_sha256", mode="before")
+    # Drift monitoring (off unless a reference profile is given).
+    drift_reference_uri: str | None = Field(
+        default=None, description="Reference profile (`modeldeploy profile` output): path, file:// or http(s)://."
+    )
+    drift_reference_sha256: str | None = Field(default=None, description="Hex sha256 of the profile file.")
+    drift_window_size: int = Field(default=1000, ge=10, le=1_000_000, description="Rows in this replica's window.")
+    drift_interval_seconds: float = Field(default=30.0, gt=0, le=86_400, description="How often to judge the window.")
+    drift_min_samples: int = Field(default=100, ge=1, description="Fewer rows in the window: Insufficient.")
+    drift_alpha: float = Field(default=0.05, gt=0, lt=1)
+    drift_correction: Correction = "bh"
+    drift_webhook_url: SecretStr | None = Field(
+        default=None, description="Slack-compatible webhook posted when this replica's verdict turns Drifted and back."
+    )
+
+    @field_validator("model_sha256", "drift_reference_sha256", mode="before")
     @classmethod
     def _normalise_digest(cls, value: object) -> object:
         if isinstance(value, str):
@@ -103,14 +119,21 @@ class ServerSettings(BaseSettings):
             return value or None
         return value
 
-    @field_validator("model_sha256")
+    @field_validator("model_sha256", "drift_reference_sha256")
     @classmethod
     def _check_digest(cls, value: str | None) -> str | None:
         if value is not None and not _SHA256.match(value):
             raise ValueError("must be 64 hex characters (a sha256 digest)")
         return value
 
-    @field_validator("model_uri", mode="before")
+    @field_validator("drift_webhook_url", mode="before")
+    @classmethod
+    def _empty_secret_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("model_uri", "drift_reference_uri", mode="before")
     @classmethod
     def _empty_uri_is_none(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
@@ -145,7 +168,9 @@ class ServerSettings(BaseSettings):
             if value is None:
                 continue
             key = f"{constants.ENV_PREFIX}{name.upper()}"
-            if isinstance(value, list):
+            if isinstance(value, SecretStr):
+                out[key] = value.get_secret_value()
+            elif isinstance(value, list):
                 out[key] = ",".join(value)
             elif isinstance(value, bool):
                 out[key] = "true" if value else "false"

@@ -33,7 +33,7 @@ def test_api_conforms_to_its_schema(iris_model: SavedModel, mode: GenerationMode
         rejection = schema.config.checks.negative_data_rejection
         rejection.expected_statuses = [*rejection.expected_statuses, "413"]
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) == 14
+        assert len(operations) == 18
         for operation in operations:
             excluded = [positive_data_acceptance] if operation.path.endswith("/infer") else []
             _fuzz(operation, mode, excluded)
