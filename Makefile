@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: up down test lint unit e2e controlplane crd bench clean venv kserve-client
+.PHONY: up down test lint unit e2e controlplane crd bench clean venv kserve-client browser
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ $(KSERVE_VENV)/.installed-$(KSERVE_VERSION):
 
 kserve-client: $(KSERVE_VENV)/.installed-$(KSERVE_VERSION)
 
+# The drift page is tested in a real headless Chromium (Debian's package; needs root or sudo).
+browser:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
 controlplane: ## build (once; cached by version) the pinned Kubernetes, etcd and kwok binaries
 	bash e2e/controlplane/build.sh
 
@@ -43,13 +49,13 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/modeldeploy crd --check -o crds -o charts/modeldeploy/crds
 
-unit: $(STAMP) kserve-client
+unit: $(STAMP) kserve-client browser
 	$(PY) -m pytest tests
 
 e2e: $(STAMP) controlplane
 	$(PY) -m pytest e2e
 
-test: lint controlplane kserve-client
+test: lint controlplane kserve-client browser
 	$(PY) -m pytest tests e2e
 
 crd: $(STAMP) ## regenerate the CRD YAML from the pydantic models
