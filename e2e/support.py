@@ -206,7 +206,7 @@ class ServiceTraffic:
         return out
 
     def _refresh(self) -> None:
-        while not self._stop.wait(1.0):
+        while not self._stop.wait(0.5):
             with contextlib.suppress(Exception):  # keep the last good list; the API may be briefly busy
                 self._endpoints = self.endpoints()
 

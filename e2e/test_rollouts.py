@@ -251,7 +251,8 @@ def test_httproute_weights_follow_the_steps(cluster: Any, ns: str, registry: Mod
         pair = (backends[0]["weight"], backends[1]["weight"])
         if not weights or weights[-1] != pair:
             weights.append(pair)
-        return rollout(cluster, "gw").get("phase") == "Succeeded"
+        ro = rollout(cluster, "gw")  # not the Succeeded of 1.0.0 read right after the patch
+        return ro.get("phase") == "Succeeded" and ro.get("stable", {}).get("version") == "2.0.0"
 
     wait_for(route_weights, 180, "the gateway canary to finish", interval=0.5)
     assert (90, 10) in weights and (60, 40) in weights, weights

@@ -23,6 +23,7 @@ PROGRESS_DEADLINE_SECONDS = 600
 CA_BUNDLE_FILE = "ca.crt"
 GCS_KEY_FILE = "key.json"
 MAX_AUTO_WORKERS = 8
+PRESTOP_SECONDS = 5
 
 
 def parse_spec(md: Body) -> ModelDeploymentSpec:
@@ -275,6 +276,8 @@ def build_pod_template(md: Body, spec: ModelDeploymentSpec, track: str = c.TRACK
         "startupProbe": _probe("/health", period=2, failures=150),
         "livenessProbe": _probe("/health", period=10, failures=3),
         "readinessProbe": _probe("/ready", period=2, failures=3),
+        # Keep answering while the endpoint is taken out of the Services: no refused requests in a rollout.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "volumeMounts": [
             {"name": "model-cache", "mountPath": c.MODEL_CACHE_DIR},

@@ -42,6 +42,7 @@ def test_probes_cover_start_liveness_and_readiness(md: dict[str, Any]) -> None:
     assert startup["httpGet"]["path"] == "/health"
     # a large model may take minutes to download: the startup budget must allow it
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+    assert ctr["lifecycle"]["preStop"] == {"sleep": {"seconds": 5}}  # drain before SIGTERM
 
 
 def test_restricted_security_context_and_writable_volumes(md: dict[str, Any]) -> None:
