@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 from modeldeploy_api import constants as c
 
 from .apply import Body, Cluster
@@ -18,7 +19,11 @@ def notifier(cluster: Cluster) -> Any:
     def notify(md: Body, etype: str, reason: str, message: str) -> None:
         try:
             cluster.post_event(md, etype, reason, message, now_rfc3339())
-        except Exception:  # an Event is worth less than the reconcile that produced it
+        except ApiException as exc:  # an Event is worth less than the reconcile that produced it
+            if "NamespaceTerminating" in str(exc.body):
+                return  # the namespace is going away with the resource
+            logging.getLogger(__name__).warning("could not post event %s: %s %s", reason, exc.status, exc.reason)
+        except Exception:
             logging.getLogger(__name__).exception("could not post event %s", reason)
 
     return notify
