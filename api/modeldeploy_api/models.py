@@ -210,9 +210,6 @@ class AnalysisSpec(ApiModel):
         description="Highest Jensen-Shannon distance between the new and the stable version's predictions.",
     )
     fail_on_drift: bool = Field(default=False, description="Fail a check while the new version reports drift.")
-    prometheus_url: str | None = Field(
-        default=None, pattern=r"^https?://.+", description="Read metrics from Prometheus instead of the pods."
-    )
 
 
 class CanarySpec(ApiModel):
