@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from . import drift, podhealth
 from .apply import Body, Cluster
 from .builders import build_children, deployment_name, parse_spec
-from .durations import parse_duration
+from .durations import parse_duration, ts
 from .patches import merge_patch
 from .rollout import Plan, TrackState, model_ref, plan, ref_model
 from .scrape import scrape_tracks
@@ -31,7 +31,7 @@ _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Loc
 
 
 def now_rfc3339() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return ts(dt.datetime.now(dt.UTC))
 
 
 def _api_error(exc: ApiException) -> tuple[str, str]:
@@ -82,12 +82,12 @@ def reconcile(cluster: Cluster, md: Body, notify: Notify | None = None) -> float
         try:
             spec = parse_spec(md)
         except ValidationError as exc:  # the API server's schema should make this unreachable
-            _write(cluster, md, old, compute_status(md, None, now_rfc3339(), ("InvalidSpec", str(exc)[:500])), notify)
+            _write(cluster, md, old, compute_status(md, None, ts(now), ("InvalidSpec", str(exc)[:500])), notify)
             return None
         deployments = {t: d for t in TRACKS if (d := cluster.get("apps/v1", "Deployment", ns,
                                                                   deployment_name(name, t)))}
         tracks = {t: track_state(d) for t, d in deployments.items()}
-        gate = _validation_gate(cluster, md, spec, now_rfc3339())
+        gate = _validation_gate(cluster, md, spec, ts(now))
         plan_spec = gated_spec(md, spec, gate)
         step = plan(md, plan_spec, tracks, now)
         if step.needs_samples:
@@ -112,7 +112,7 @@ def reconcile(cluster: Cluster, md: Body, notify: Notify | None = None) -> float
         failure = podhealth.load_failure(cluster, md, spec) if error is None else None
         if failure is not None:  # the new version's servers say why they are not ready
             error = failure.error()
-        status = compute_status(md, stable, now_rfc3339(), error, step)
+        status = compute_status(md, stable, ts(now), error, step)
         if failure is not None:
             failure.annotate(status)
         validations = old.get("validations") or []
@@ -183,11 +183,10 @@ def _drift(cluster: Cluster, md: Body, spec: ModelDeploymentSpec, step: Plan, st
     if not drift.due(conf, previous, now):
         status["drift"] = previous  # the last verdict and its Drifted condition stay as they are
         return interval
-    stamp = now.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     entry, _ = drift.collect(cluster, md, conf, spec.server.port, step.stable_model.version, now)
     status["drift"] = entry
     status["conditions"] = [*conditions, drift.drifted_condition(
-        entry, old.get("conditions") or [], stamp, int(md["metadata"].get("generation", 0)))]
+        entry, old.get("conditions") or [], ts(now), int(md["metadata"].get("generation", 0)))]
     event = drift.transition_event(previous, entry)
     if event:
         step.events.append(event)

@@ -16,7 +16,7 @@ from modeldeploy_api import constants as c
 from modeldeploy_api.models import ModelDeploymentSpec, ModelSpec
 
 from .analysis import Sample, Verdict, judge
-from .durations import parse_duration
+from .durations import parse_duration, parse_ts, ts
 
 Body = dict[str, Any]
 ANNOTATION_ABORT = f"{c.GROUP}/abort"
@@ -50,14 +50,6 @@ class Plan:
     requeue_seconds: float | None = None
     consume_annotations: tuple[str, ...] = ()
     needs_samples: bool = False  # the caller should scrape metrics and plan again
-
-
-def ts(now: dt.datetime) -> str:
-    return now.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def parse_ts(text: str | None) -> dt.datetime | None:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
 def model_ref(model: ModelSpec) -> Body:

@@ -177,12 +177,6 @@ def compute_status(md: Body, deployment: Body | None, now: str, error: tuple[str
     return status
 
 
-def status_changed(old: Body | None, new: Body) -> bool:
-    """True when writing `new` would change anything (keys we do not own are ignored)."""
-    old = old or {}
-    return any(old.get(k) != v for k, v in new.items())
-
-
 def condition(status: Body, ctype: str) -> Body | None:
     return next((cnd for cnd in status.get("conditions") or [] if cnd.get("type") == ctype), None)
 
