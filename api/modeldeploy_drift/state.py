@@ -48,6 +48,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from .category_cells import CategoryCells
 from .profile import CategoricalProfile, FeatureProfile, NumericProfile, Profile
 from .table import as_float_array, category_key, to_float
 
@@ -83,6 +84,9 @@ class _Encoder:
         self.categorical_cols = [j for j, f in enumerate(profile.features) if isinstance(f, CategoricalProfile)]
         self.features = tuple(profile.features)
         self.prediction = profile.prediction
+        self.category_cells = {
+            j: CategoryCells(f) for j, f in enumerate(feats) if isinstance(f, CategoricalProfile)
+        }  # by position in `feats` (the prediction is last)
         # padded edge matrix for the broadcast path: row j = edges of numeric feature j, +inf pad
         num = [f for f in profile.features if isinstance(f, NumericProfile)]
         width = max((len(f.edges) for f in num), default=0)
@@ -126,29 +130,18 @@ class _Encoder:
             idx = np.where(nan, self.num_missing[None, :], idx)
         return idx
 
-    @staticmethod
-    def _categorical(f: CategoricalProfile, col: npt.NDArray[Any]) -> IntArray:
-        """Local cell indices of one categorical column."""
-        if col.dtype.kind == "U":
-            values: list[Any] = col.tolist()
-            out = [f.cell_of(v if v else None) for v in values]
-        else:
-            out = []
-            index, other = f._index, len(f.categories)
-            for v in col.tolist():
-                if type(v) is str and v:
-                    out.append(index.get(v, other))
-                else:
-                    out.append(f.cell_of(category_key(v)))
-        return np.asarray(out, dtype=np.int64)
-
-    def _single(self, f: FeatureProfile, col: npt.NDArray[Any], offset: int) -> IntArray:
-        if isinstance(f, NumericProfile):
-            x = as_float_array(col)
-            b = np.searchsorted(np.asarray(f.edges, dtype=np.float64), x, side="left")
-            b = np.where(np.isnan(x), len(f.counts), b)
-            return (offset + b).astype(np.int64)
-        return offset + self._categorical(f, col)
+    def _single(self, position: int, col: npt.NDArray[Any]) -> IntArray:
+        """Global cell indices of one column of the feature (or prediction) at `position`."""
+        offset = int(self.offsets[position])
+        cells = self.category_cells.get(position)
+        if cells is not None:
+            return offset + cells.encode(col)
+        f = self.prediction if position == self.n_features else self.features[position]
+        assert isinstance(f, NumericProfile)
+        x = as_float_array(col)
+        b = np.searchsorted(np.asarray(f.edges, dtype=np.float64), x, side="left")
+        b = np.where(np.isnan(x), len(f.counts), b)
+        return (offset + b).astype(np.int64)
 
     def encode(self, rows: npt.NDArray[Any]) -> IntArray:
         """Cell indices, shape (rows, n_features)."""
@@ -160,8 +153,11 @@ class _Encoder:
             else:
                 x = as_float_array(rows[:, self.numeric_cols])
             out[:, self.numeric_cols] = self._numeric(x)
-        if self.categorical_cols:
-            # one pass over the categorical values: a dict lookup per value (strings), the
+        if self.categorical_cols and rows.dtype.kind != "O":
+            for j in self.categorical_cols:  # one dtype: vectorised per column
+                out[:, j] = self._single(j, rows[:, j])
+        elif self.categorical_cols:
+            # object rows: one pass over the categorical values: a dict lookup per value (strings), the
             # canonical key only for other types (numbers, None, NaN, bytes, ...)
             cells: list[int] = []
             append = cells.append
@@ -193,7 +189,7 @@ class _Encoder:
     def encode_prediction(self, predictions: npt.NDArray[Any]) -> IntArray:
         """Cell indices of the predictions, shape (rows,)."""
         assert self.prediction is not None
-        return self._single(self.prediction, predictions, int(self.offsets[self.n_features]))
+        return self._single(self.n_features, predictions)
 
 
 class WindowState:
@@ -248,16 +244,32 @@ class WindowState:
         self._rows[self._head] = 0
         self._fill = 0
 
+    def kept_rows(self, n: int) -> int:
+        """How many of the last rows of an ``n``-row batch are still in the window after it.
+
+        The rows before them would be evicted within the batch, so they need no counting (see
+        ``skipped`` of :meth:`observe`).
+        """
+        cap, k = self.capacity, self.buckets
+        rest = n - (cap - self._fill)
+        if rest <= (k - 1) * cap:
+            return n
+        return (k - 1) * cap + ((rest - 1) % cap) + 1
+
     def observe(
         self,
         rows: npt.ArrayLike | Sequence[Sequence[Any]],
         predictions: npt.ArrayLike | Sequence[Any] | None = None,
+        *,
+        skipped: int = 0,
     ) -> None:
         """Count a batch of rows (2-D, columns in profile feature order; 1-D = one row).
 
         ``predictions`` (one per row) are counted in the prediction cells when the profile
         has a prediction profile.  Values that cannot be read count as missing; unseen
-        categories count as "other".
+        categories count as "other".  ``skipped`` rows came before ``rows`` and are not given
+        because they fall out of the window within this batch (at most ``n - kept_rows(n)`` of
+        the batch's ``n`` rows): they count in ``total_rows`` and keep the buckets aligned.
         """
         x = np.asarray(rows)
         if x.ndim == 1:
@@ -267,20 +279,24 @@ class WindowState:
                 f"rows must have {self._enc.n_features} columns "
                 f"({', '.join(self.profile.feature_names[:5])}...), got shape {x.shape}"
             )
-        n = x.shape[0]
+        given = x.shape[0]
+        n = skipped + given
         if n == 0:
             return
+        kept = self.kept_rows(n)
+        if skipped < 0 or given < kept:
+            raise ValueError(f"{skipped} rows skipped, but the last {kept} of the batch's {n} stay in the window")
         pred_idx: IntArray | None = None
         if predictions is not None and self._enc.prediction is not None:
             p = np.asarray(predictions)
             if p.ndim == 2 and p.shape[1] == 1:
                 p = p[:, 0]
             p = p.reshape(-1)
-            if p.shape[0] != n:
-                raise ValueError(f"{p.shape[0]} predictions for {n} rows")
+            if p.shape[0] != given:
+                raise ValueError(f"{p.shape[0]} predictions for {given} rows")
         else:
             p = None
-        cap, k = self.capacity, self.buckets
+        cap = self.capacity
         if n == 1 and self._enc.use_row_path:
             # one request row: plain Python per value, a single numpy increment
             cells = self._enc.encode_row(x[0].tolist())
@@ -293,13 +309,9 @@ class WindowState:
             self._fill += 1
             self.total_rows += 1
             return
-        start = 0
-        # Rows that would be evicted within this batch are skipped, keeping the bucket alignment.
-        first_room = cap - self._fill
-        if n - first_room > (k - 1) * cap:
-            rest = n - first_room
-            retained = (k - 1) * cap + ((rest - 1) % cap) + 1
-            start = n - retained
+        # Rows that would be evicted within this batch are not counted, keeping the bucket alignment.
+        start = given - kept  # into the given rows
+        if kept < n:
             self._counts[:] = 0
             self._rows[:] = 0
             self._fill = cap  # the next row starts a fresh bucket
@@ -307,7 +319,7 @@ class WindowState:
         if p is not None:
             pred_idx = self._enc.encode_prediction(p[start:])
         self.total_rows += n
-        pos, m = 0, n - start
+        pos, m = 0, kept
         while pos < m:
             if self._fill >= cap:
                 self._rotate()

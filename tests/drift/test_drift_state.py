@@ -165,6 +165,25 @@ def test_big_batch_equals_row_by_row() -> None:
     assert one.to_dict() == many.to_dict()
 
 
+def test_skipped_rows_are_tallied_not_counted() -> None:
+    """A caller may leave out the rows a batch evicts again (`kept_rows`): the state is the same."""
+    prof = _profile()
+    rng = np.random.default_rng(4)
+    rows = _rows(rng, 2500)
+    preds = rng.choice(["no", "yes"], size=2500)
+    full, lean = WindowState(prof, window_size=300, buckets=6), WindowState(prof, window_size=300, buckets=6)
+    for st in (full, lean):
+        st.observe(rows[:13], preds[:13])
+    kept = lean.kept_rows(2487)
+    assert kept < 2487 and kept > (6 - 1) * 50  # the last partial bucket plus five full ones
+    lean.observe(rows[2500 - kept :], preds[2500 - kept :], skipped=2487 - kept)
+    full.observe(rows[13:], preds[13:])
+    assert lean.to_dict() == full.to_dict()
+    assert WindowState(prof, window_size=300).kept_rows(250) == 250, "a batch that fits is kept whole"
+    with pytest.raises(ValueError, match="stay in the window"):
+        lean.observe(rows[:10], preds[:10], skipped=kept)  # rows that would have stayed were left out
+
+
 def test_memory_is_bounded() -> None:
     prof = _profile()
     st = WindowState(prof, window_size=1000, buckets=10)
