@@ -3,10 +3,15 @@
 - At start-up (in the loading thread, beside the model) the profile named by
   `MODELDEPLOY_DRIFT_REFERENCE_URI` is fetched and its sha256 checked exactly as the model's is.
   A profile that cannot be used never stops serving: the drift endpoints then answer 503 and say why.
-- `observe(rows, labels)` runs in the predict thread after every model call: it only queues the
-  call's arrays (bounded: at most PENDING_ROWS rows wait). `fold()` counts the queued calls into a
-  fixed-size `WindowState` in one vectorised pass, in the background every FOLD_SECONDS (and before
-  any read), which costs a fraction of counting every micro-batch on its own.
+- `observe(rows, labels)` runs in the predict thread after every model call: it only appends the
+  call's arrays to a queue (a fraction of a microsecond, lock-free for small calls). `fold()` counts
+  the queued calls into a fixed-size `WindowState` in one vectorised pass, in the background every
+  FOLD_SECONDS (and before any read). Rows that a fold would push out of the window again are not
+  counted at all, only tallied (`WindowState.kept_rows`), so a fold costs at most about one window
+  of rows whatever the traffic; and once the big calls queued after a call hold a whole window of
+  rows, that call is let go at once (tallied), so request arrays are not kept alive for nothing.
+  The queue is bounded: at PENDING_CALLS small calls, or once the big calls hold PENDING_VALUES
+  values, the predict thread folds itself.
 - A background task judges the window every `MODELDEPLOY_DRIFT_INTERVAL_SECONDS` in a thread
   (never on the event loop, never on a request): gauges, the `/drift` page and the alert webhook.
 
@@ -28,6 +33,7 @@ import math
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,14 +49,19 @@ from modeldeploy_server.logs import ModelLogger
 from modeldeploy_server.metrics import DriftGauges
 from modeldeploy_server.runtime import ModelFacts
 from modeldeploy_server.settings import ServerSettings
+from modeldeploy_server.stores import StoreConfig
 
 MAX_PROFILE_BYTES: Final = 16 * 1024 * 1024
 PUBLISH_SECONDS: Final = 1.0
 """How often a worker of several writes its window for its siblings (when it changed)."""
 FOLD_SECONDS: Final = 0.25
 """Longest a model call waits to be counted into the window (in the background)."""
-PENDING_ROWS: Final = 4096
-"""Rows waiting to be counted beyond which the predict thread counts them itself (bounds memory)."""
+PENDING_CALLS: Final = 512
+"""Queued model calls at which the predict thread folds them itself (bounds the memory of small calls)."""
+BIG_CALL_VALUES: Final = 1024
+"""A model call with this many values (rows x features) or more counts towards PENDING_VALUES."""
+PENDING_VALUES: Final = 1 << 20
+"""Values of queued big calls at which the predict thread folds them itself (8 MiB of float64)."""
 _BUCKETS: Final = 10
 _STATE_PREFIX: Final = "drift-"
 _ALERT_LOCK: Final = "drift-alert.lock"
@@ -113,9 +124,13 @@ class DriftMonitor:
         self.latest: Evaluation | None = None
         self._state: WindowState | None = None
         self._lock = threading.Lock()  # the window: fold vs snapshot
-        self._pending_lock = threading.Lock()  # the calls waiting to be counted
-        self._pending: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]] = []
-        self._pending_rows = 0
+        self._pending: deque[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]] = deque()
+        self._big_lock = threading.Lock()  # the tallies of big queued calls, and letting calls go
+        self._big_values = 0
+        self._big_rows = 0
+        self._let_go = 0  # rows of calls let go before the next fold (outside the window by then)
+        self._span = 0  # rows a window can hold (buckets x capacity)
+        self._row_shape: tuple[int] | None = None  # (features,) once the profile is loaded
         self._judging = threading.Lock()  # one judgement at a time, so `latest` is never older than it
         self._observe_errors = 0
         self._published_rows = -1
@@ -137,6 +152,7 @@ class DriftMonitor:
                 cache_dir=self.settings.cache_dir,
                 timeout_s=self.settings.download_timeout_s,
                 log=self.log,
+                store=StoreConfig.from_settings(self.settings),  # the model's object store and claims
             )
             size = local.path.stat().st_size
             if size > MAX_PROFILE_BYTES:
@@ -160,6 +176,8 @@ class DriftMonitor:
             )
         self._state = WindowState(profile, window_size=self.window_size, buckets=min(_BUCKETS, self.window_size))
         self.profile = profile
+        self._span = self._state.capacity * self._state.buckets
+        self._row_shape = (len(profile.features),)
         self.log.info(
             "drift monitoring on: profile %s (%d features), window %d rows%s, judged every %gs",
             profile.digest(),
@@ -180,42 +198,73 @@ class DriftMonitor:
     # -- observing (the predict thread) --------------------------------------------------
 
     def observe(self, rows: np.ndarray[Any, Any], labels: np.ndarray[Any, Any] | None) -> None:
-        """Keep one model call's rows and predicted labels for the next fold; never raises, never waits long.
+        """Queue one model call's rows and predicted labels for the next fold; never raises, never waits long.
 
-        Counting is vectorised over many calls at once (`fold`, in the background at least every
-        FOLD_SECONDS, or here once PENDING_ROWS rows are waiting), which costs far less per row
-        than counting each micro-batch on its own.
+        The hot path is a shape check and a deque append (thread-safe without a lock); a big call
+        also adds its size to a counter under a lock. Counting happens in `fold`.
         """
-        profile = self.profile
-        if profile is None:
+        if rows.shape[1:] != self._row_shape or rows.ndim != 2:
+            if self.profile is not None:
+                self._not_counted(f"rows of shape {rows.shape}, the profile has {len(self.profile.features)} features")
             return
-        if rows.ndim != 2 or rows.shape[1] != len(profile.features):
-            self._not_counted(f"rows of shape {rows.shape}, the profile has {len(profile.features)} features")
-            return
-        predictions = labels if labels is not None and labels.shape == (rows.shape[0],) else None
-        with self._pending_lock:
-            self._pending.append((rows, predictions))
-            self._pending_rows += rows.shape[0]
-            full = self._pending_rows >= PENDING_ROWS
+        pending = self._pending
+        size = rows.size
+        if size < BIG_CALL_VALUES:
+            pending.append((rows, labels))
+            full = len(pending) >= PENDING_CALLS
+        else:
+            with self._big_lock:
+                pending.append((rows, labels))
+                self._big_values += size
+                self._big_rows += rows.shape[0]
+                # Calls older than a whole window of big rows can only be evicted: let them go now.
+                while pending and self._big_rows - _rows_if_big(pending[0][0]) >= self._span:
+                    old, _ = pending.popleft()
+                    self._let_go += old.shape[0]
+                    if old.size >= BIG_CALL_VALUES:
+                        self._big_rows -= old.shape[0]
+                        self._big_values -= old.size
+                full = self._big_values >= PENDING_VALUES
         if full:
             self.fold()
 
     def fold(self) -> None:
-        """Count the waiting model calls into the window, in call order, in one pass."""
+        """Count the queued model calls into the window, in call order, in one pass.
+
+        Only the rows that stay in the window are concatenated and counted; the calls before them
+        (and those let go by `observe`) are tallied as skipped rows: this fold would evict them anyway.
+        """
         state = self._state
         if state is None:
             return
         with self._lock:
-            with self._pending_lock:
-                calls, self._pending, self._pending_rows = self._pending, [], 0
+            pending = self._pending
+            with self._big_lock:
+                calls = [pending.popleft() for _ in range(len(pending))]  # appends meanwhile wait for the next fold
+                self._big_values -= sum(r.size for r, _ in calls if r.size >= BIG_CALL_VALUES)
+                self._big_rows -= sum(r.shape[0] for r, _ in calls if r.size >= BIG_CALL_VALUES)
+                let_go, self._let_go = self._let_go, 0
             if not calls:
                 return
             try:
-                rows = calls[0][0] if len(calls) == 1 else np.concatenate([r for r, _ in calls])
-                labels = None
-                if all(p is not None for _, p in calls):
-                    labels = _as_keys(calls[0][1] if len(calls) == 1 else np.concatenate([p for _, p in calls]))
-                state.observe(rows, labels)
+                queued = sum(r.shape[0] for r, _ in calls)
+                skipped = let_go + queued - state.kept_rows(let_go + queued)  # >= let_go: those came first
+                first, dropped = 0, let_go
+                while first < len(calls) and dropped + calls[first][0].shape[0] <= skipped:  # outside the window
+                    dropped += calls[first][0].shape[0]
+                    first += 1
+                kept = calls[first:]
+                if not kept:  # nothing but empty calls
+                    return
+                cut = skipped - dropped  # leading rows of the first kept call that fall out too
+                if len(kept) == 1:
+                    rows, labels = kept[0]
+                else:
+                    rows = np.concatenate([r for r, _ in kept])
+                    labels = None if any(p is None for _, p in kept) else np.concatenate([p for _, p in kept])
+                if labels is not None and labels.shape != (rows.shape[0],):
+                    labels = None
+                state.observe(rows[cut:], labels[cut:] if labels is not None else None, skipped=skipped)
             except (ValueError, TypeError) as exc:
                 self._not_counted(str(exc))
 
@@ -402,8 +451,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _as_keys(labels: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any] | None:
-    """Text or integer labels as an array of Python strings: one dict lookup per label in the window."""
-    if labels is None or labels.dtype.kind not in "Uiu":
-        return labels
-    return (labels if labels.dtype.kind == "U" else labels.astype(str)).astype(object)
+def _rows_if_big(rows: np.ndarray[Any, Any]) -> int:
+    """Rows of a call that counts in the big-call tallies, else 0."""
+    return rows.shape[0] if rows.size >= BIG_CALL_VALUES else 0

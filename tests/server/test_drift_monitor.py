@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from modeldeploy_api import constants
 from modeldeploy_drift import DriftConfig, Profile, WindowState, evaluate
 from modeldeploy_server.app import create_app
-from modeldeploy_server.drift_monitor import DriftMonitor
+from modeldeploy_server.drift_monitor import BIG_CALL_VALUES, PENDING_CALLS, PENDING_VALUES, DriftMonitor
 from modeldeploy_server.metrics import DRIFT_WINDOW_ROWS, MAX_LABELS, OTHER_LABEL, ServerMetrics
 from modeldeploy_server.settings import ServerSettings
 from prometheus_client.parser import text_string_to_metric_families
@@ -194,6 +195,103 @@ def test_rows_that_cannot_be_counted_are_logged_once(
     monitor.observe(reference_rows(5), iris_model.model.predict(reference_rows(5)))
     assert monitor.snapshot().window_rows == 5
     assert sum("rows not counted" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_queued_calls_are_bounded(iris_model: SavedModel, iris_profile: SavedProfile) -> None:
+    """The predict thread only queues, but folds itself at PENDING_CALLS small calls or PENDING_VALUES values."""
+    app = create_app(drift_settings(iris_model, iris_profile, drift_window_size=1_000_000))
+    app.state.runtime.load()
+    monitor: DriftMonitor = app.state.drift
+    window = monitor._state
+    assert window is not None
+    row = reference_rows(1)
+    for i in range(PENDING_CALLS - 1):
+        monitor.observe(row, np.array([i % 3]))
+    assert window.total_rows == 0, "single rows wait for the background fold"
+    monitor.observe(row, np.array([0]))
+    assert window.total_rows == PENDING_CALLS, "a full queue is folded by the predict thread"
+    big = reference_rows(BIG_CALL_VALUES // len(FEATURES))
+    labels = iris_model.model.predict(big)
+    calls = -(-PENDING_VALUES // big.size)  # the call that reaches PENDING_VALUES folds
+    for _ in range(calls - 1):
+        monitor.observe(big, labels)
+    assert window.total_rows == PENDING_CALLS
+    monitor.observe(big, labels)
+    assert window.total_rows == PENDING_CALLS + calls * len(big)
+    assert window.window_counts()[window.cell_slices()[-1]].sum() == window.total_rows, "labels counted too"
+
+
+@pytest.mark.parametrize("window_size", [50, 200, 5000])
+def test_a_fold_counts_exactly_what_counting_every_call_would(
+    iris_model: SavedModel, iris_profile: SavedProfile, window_size: int
+) -> None:
+    """Folds skip the rows that leave the window again, and big calls behind a whole window are let go
+    before any fold: the window must still equal counting every call (256+ rows of 4 features are big)."""
+    app = create_app(drift_settings(iris_model, iris_profile, drift_window_size=window_size))
+    app.state.runtime.load()
+    monitor: DriftMonitor = app.state.drift
+    reference = WindowState(iris_profile.profile, window_size=window_size, buckets=min(10, window_size))
+    rng = np.random.default_rng(window_size)
+    for fold in range(30):
+        for _ in range(int(rng.integers(0, 40))):
+            rows = reference_rows(int(rng.choice([0, 1, 1, 3, 17, 64, 250, 256, 600])), seed=int(rng.integers(1 << 30)))
+            labels = iris_model.model.predict(rows) if len(rows) else np.empty(0, dtype=np.int64)
+            monitor.observe(rows, labels)
+            reference.observe(rows, labels)
+        window = monitor.snapshot()  # folds
+        assert window.total_rows == reference.total_rows, fold
+        assert window.window_rows == reference.window_rows, fold
+        assert window.window_counts().tolist() == reference.window_counts().tolist(), fold
+
+
+@pytest.mark.parametrize("window_size", [1_000_000, 500])
+def test_concurrent_predict_threads_lose_no_rows(
+    iris_model: SavedModel, iris_profile: SavedProfile, window_size: int
+) -> None:
+    """Several predict threads observe small and big calls while the background folds: every row counts once.
+
+    With a window larger than the traffic every row is in it; with a small one big calls are let go
+    concurrently, and the tally of rows must still be exact.
+    """
+    app = create_app(drift_settings(iris_model, iris_profile, drift_window_size=window_size))
+    app.state.runtime.load()
+    monitor: DriftMonitor = app.state.drift
+    sizes = (1, 2, 300)  # 300 rows x 4 features is a big call
+    rows = reference_rows(300)
+    labels = iris_model.model.predict(rows)
+    stop = threading.Event()
+
+    def folder() -> None:
+        while not stop.is_set():
+            monitor.fold()
+
+    def predictor() -> None:
+        for i in range(900):
+            n = sizes[i % 3]
+            monitor.observe(rows[:n], labels[:n])
+
+    background = threading.Thread(target=folder)
+    background.start()
+    threads = [threading.Thread(target=predictor) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    background.join()
+    window = monitor.snapshot()
+    assert window.total_rows == 4 * 300 * sum(sizes)
+    if window_size < window.total_rows:
+        assert window_size - window.capacity <= window.window_rows <= window_size
+        return
+    assert window.window_rows == window.total_rows
+    expected = np.zeros(window.window_counts().shape, dtype=np.int64)
+    reference = WindowState(window.profile, window_size=1000)
+    for n in sizes:
+        reference.reset()
+        reference.observe(rows[:n], labels[:n])
+        expected += 4 * 300 * reference.window_counts()
+    assert window.window_counts().tolist() == expected.tolist()
 
 
 # -- predicted labels -----------------------------------------------------------------------
