@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: up down test lint unit e2e controlplane crd bench clean venv kserve-client browser
+.PHONY: up down test lint unit e2e controlplane crd bench bench-drift clean venv kserve-client browser
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,10 @@ crd: $(STAMP) ## regenerate the CRD YAML from the pydantic models
 
 bench: $(STAMP) ## ours vs MLServer, KServe and a naive FastAPI app (docs/benchmark.md); QUICK=1 for a short run
 	$(PY) e2e/bench/run.py $(if $(QUICK),--quick,)
+
+bench-drift: $(STAMP) ## drift calibration, monitoring cost, throughput on vs off (docs/drift-benchmark.md); QUICK=1
+	$(PY) tests/bench/drift_calibration.py $(if $(QUICK),--reps-scale 0.1,)
+	$(PY) e2e/bench/drift_overhead.py $(if $(QUICK),--quick,)
 
 clean: down
 	rm -rf .local
