@@ -17,7 +17,7 @@ import logging
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from modeldeploy_api import constants as c
 from modeldeploy_api.models import DriftSpec
@@ -109,28 +109,45 @@ def _drifted_names(inner: Body) -> str:
     return ", ".join(str(f["name"]) for f in inner.get("topFeatures") or [] if f.get("drifted"))
 
 
+KEPT: Final = "; not renewed: "
+
+
 def drifted_condition(entry: Body, previous: list[Body], now: str, generation: int) -> Body:
+    """The Drifted condition: True/False by the last conclusive verdict.
+
+    A check without a verdict (too few rows, no reachable pod) is no evidence either way: a
+    condition that was True or False keeps its status, reason and transition time and says why it
+    was not renewed; only a deployment that never had a verdict is Unknown.
+    """
     state = entry.get("status", "Unknown")
     inner = details(entry)
-    value = {"Drifted": "True", "NoDrift": "False"}.get(state, "Unknown")
-    reason = {"Drifted": "FeatureDrift", "NoDrift": "NoDrift", "Insufficient": "InsufficientData"}.get(state, "Unknown")
-    message = (f"drift in {_drifted_names(inner)} (p={inner.get('pValue')})" if value == "True"
-               else str(inner.get("reason") or f"{inner.get('windowRows', 0)} rows in the window"))
     old = next((p for p in previous if p.get("type") == DRIFTED), None)
+    why = str(inner.get("reason") or entry.get("message") or f"{inner.get('windowRows', 0)} rows in the window")
+    if state in ("Drifted", "NoDrift"):
+        value = "True" if state == "Drifted" else "False"
+        reason = "FeatureDrift" if value == "True" else "NoDrift"
+        message = (f"drift in {_drifted_names(inner)} (p={inner.get('pValue')})" if value == "True"
+                   else f"{inner.get('windowRows', 0)} rows in the window")
+    elif old is not None and old.get("status") in ("True", "False"):
+        value, reason = old["status"], str(old.get("reason"))
+        message = str(old.get("message", "")).split(KEPT)[0] + KEPT + why
+    else:
+        value, reason, message = "Unknown", "InsufficientData" if state == "Insufficient" else "Unknown", why
     since = old.get("lastTransitionTime") if old and old.get("status") == value else None
     return {"type": DRIFTED, "status": value, "reason": reason, "message": message,
             "lastTransitionTime": since or now, "observedGeneration": generation}
 
 
-def transition_event(old: Body | None, new: Body) -> tuple[str, str, str] | None:
-    before, after = (old or {}).get("status"), new.get("status")
-    if after == before:
+def transition_event(before: Body | None, after: Body, entry: Body) -> tuple[str, str, str] | None:
+    """An Event when the Drifted condition turns True (detected) or from True to False (resolved)."""
+    was, now = (before or {}).get("status"), after.get("status")
+    if now == was:
         return None
-    inner = details(new)
-    if after == "Drifted":
+    inner = details(entry)
+    if now == "True":
         names = _drifted_names(inner)
         return "Warning", "DriftDetected", f"drift detected in {names or 'the inputs'} (p={inner.get('pValue')})"
-    if before == "Drifted":
+    if was == "True" and now == "False":
         return "Normal", "DriftResolved", f"no drift in the last {inner.get('windowRows')} rows"
     return None
 

@@ -185,9 +185,11 @@ def _drift(cluster: Cluster, md: Body, spec: ModelDeploymentSpec, step: Plan, st
         return interval
     entry, _ = drift.collect(cluster, md, conf, spec.server.port, step.stable_model.version, now)
     status["drift"] = entry
-    status["conditions"] = [*conditions, drift.drifted_condition(
-        entry, old.get("conditions") or [], ts(now), int(md["metadata"].get("generation", 0)))]
-    event = drift.transition_event(previous, entry)
+    before = next((c for c in old.get("conditions") or [] if c.get("type") == drift.DRIFTED), None)
+    generation = int(md["metadata"].get("generation", 0))
+    after = drift.drifted_condition(entry, old.get("conditions") or [], ts(now), generation)
+    status["conditions"] = [*conditions, after]
+    event = drift.transition_event(before, after, entry)
     if event:
         step.events.append(event)
     return interval

@@ -103,22 +103,45 @@ CALM = entry_of("NoDrift", pValue=0.4)
 SHORT = entry_of("Insufficient", reason="12 rows in the window, at least 50 needed")
 
 
+UNREACHABLE = {"status": "Unknown", "message": "no ready pod answered"}
+
+
+def conditions_through(*entries: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Drifted condition after each check, each check seeing the one before."""
+    out: list[dict[str, Any]] = []
+    for i, entry in enumerate(entries):
+        out.append(drift.drifted_condition(entry, out[-1:], f"t{i}", 3))
+    return out
+
+
+def events_through(*entries: dict[str, Any]) -> list[tuple[str, str, str] | None]:
+    conds = conditions_through(*entries)
+    return [drift.transition_event(([None, *conds])[i], conds[i], e) for i, e in enumerate(entries)]
+
+
+DETECTED = ("Warning", "DriftDetected", "drift detected in b (p=1e-06)")
+RESOLVED = ("Normal", "DriftResolved", "no drift in the last 400 rows")
+
+
 @pytest.mark.parametrize(
-    ("old", "new", "event"),
+    ("checks", "events"),
     [
-        (CALM, DRIFTED, ("Warning", "DriftDetected", "drift detected in b (p=1e-06)")),
-        (None, DRIFTED, ("Warning", "DriftDetected", "drift detected in b (p=1e-06)")),
-        (DRIFTED, CALM, ("Normal", "DriftResolved", "no drift in the last 400 rows")),
-        (DRIFTED, SHORT, ("Normal", "DriftResolved", "no drift in the last 400 rows")),
-        (SHORT, CALM, None),
-        (DRIFTED, DRIFTED, None),
-        ({"status": "Drifted", "windowRows": 9}, CALM, ("Normal", "DriftResolved", "no drift in the last 400 rows")),
+        ((CALM, DRIFTED), [None, DETECTED]),
+        ((DRIFTED,), [DETECTED]),
+        ((DRIFTED, CALM), [DETECTED, RESOLVED]),
+        ((DRIFTED, DRIFTED), [DETECTED, None]),
+        ((SHORT, CALM), [None, None]),
+        ((SHORT, DRIFTED), [None, DETECTED]),
+        # no verdict is no evidence: the drift is neither resolved by a quiet window nor detected again after it
+        ((DRIFTED, SHORT, UNREACHABLE, DRIFTED), [DETECTED, None, None, None]),
+        ((DRIFTED, SHORT, CALM), [DETECTED, None, RESOLVED]),
+        ((CALM, SHORT, CALM), [None, None, None]),
     ],
-    ids=["detected", "detected-first", "resolved", "resolved-to-insufficient", "insufficient-to-calm", "unchanged",
-         "from-a-flat-entry"],
+    ids=["detected", "detected-first", "resolved", "unchanged", "insufficient-to-calm", "insufficient-to-drifted",
+         "drift-survives-quiet-windows", "resolved-after-a-quiet-window", "calm-stays-calm"],
 )
-def test_transition_events(old: dict[str, Any] | None, new: dict[str, Any], event: tuple[str, str, str] | None) -> None:
-    assert drift.transition_event(old, new) == event
+def test_transition_events(checks: tuple[dict[str, Any], ...], events: list[tuple[str, str, str] | None]) -> None:
+    assert events_through(*checks) == events
 
 
 def test_drifted_condition() -> None:
@@ -129,9 +152,16 @@ def test_drifted_condition() -> None:
     calm = drift.drifted_condition(CALM, [first], "t3", 3)
     assert (calm["status"], calm["reason"], calm["lastTransitionTime"]) == ("False", "NoDrift", "t3")
     assert calm["message"] == "400 rows in the window"
-    short = drift.drifted_condition(SHORT, [calm], "t4", 3)
-    assert (short["status"], short["reason"]) == ("Unknown", "InsufficientData")
-    assert short["message"] == SHORT["details"]["reason"]
+
+
+def test_a_check_without_a_verdict_keeps_the_last_one_and_says_why() -> None:
+    _, short, unreachable = conditions_through(DRIFTED, SHORT, UNREACHABLE)
+    assert (short["status"], short["reason"], short["lastTransitionTime"]) == ("True", "FeatureDrift", "t0")
+    assert short["message"] == "drift in b (p=1e-06); not renewed: 12 rows in the window, at least 50 needed"
+    assert unreachable["message"] == "drift in b (p=1e-06); not renewed: no ready pod answered"  # no pile-up
+    never = conditions_through(SHORT, UNREACHABLE)
+    assert [(c["status"], c["reason"]) for c in never] == [("Unknown", "InsufficientData"), ("Unknown", "Unknown")]
+    assert never[0]["message"] == SHORT["details"]["reason"]
 
 
 def test_due_reads_the_last_check() -> None:
