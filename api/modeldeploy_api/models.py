@@ -261,8 +261,9 @@ class TrafficSpec(ApiModel):
 
 
 class ReferenceSpec(ApiModel):
-    uri: str = Field(min_length=1, max_length=2048, pattern=URI_PATTERN,
-                     description="Reference profile (`modeldeploy profile` output): path or URI.")
+    uri: str = Field(min_length=1, max_length=2048, pattern=MODEL_URI_PATTERN,
+                     description="Reference profile (`modeldeploy profile` output): any location a model can "
+                     "have (file://, a path, http(s)://, s3://, gs://, pvc://; spec.storage applies).")
     sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
 
 

@@ -183,14 +183,14 @@ def _storage_env(spec: ModelDeploymentSpec) -> list[Body]:
 
 
 def pvc_claim(uri: str) -> str | None:
-    """The claim named by a pvc://CLAIM/PATH model URI."""
+    """The claim named by a pvc://CLAIM/PATH URI (the model's or the drift reference's)."""
     if not uri.startswith("pvc://"):
         return None
     return uri.removeprefix("pvc://").split("/", 1)[0]
 
 
 def _extra_volumes(spec: ModelDeploymentSpec) -> tuple[list[Body], list[Body]]:
-    """(volumes, mounts) for the model's claim, the store's CA bundle and key file, and the auth keys.
+    """(volumes, mounts) for the model's and the reference's claims, the store's CA bundle and key file, the auth keys.
 
     All read-only. Secrets are mounted rather than put in env so that an edited Secret reaches the
     running server (the kubelet updates the files; the server re-reads them).
@@ -201,6 +201,12 @@ def _extra_volumes(spec: ModelDeploymentSpec) -> tuple[list[Body], list[Body]]:
     if claim is not None:
         volumes.append({"name": "model-pvc", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
         mounts.append({"name": "model-pvc", "mountPath": f"{c.PVC_ROOT}/{claim}", "readOnly": True})
+    drift = spec.monitoring.drift
+    reference_claim = pvc_claim(drift.reference.uri) if drift is not None else None
+    if reference_claim is not None and reference_claim != claim:  # a claim of its own; the model's is shared
+        volumes.append({"name": "reference-pvc",
+                        "persistentVolumeClaim": {"claimName": reference_claim, "readOnly": True}})
+        mounts.append({"name": "reference-pvc", "mountPath": f"{c.PVC_ROOT}/{reference_claim}", "readOnly": True})
     s3 = spec.storage.s3 if spec.storage else None
     if s3 is not None and s3.ca_bundle_ref is not None:
         ref = s3.ca_bundle_ref

@@ -300,3 +300,33 @@ def test_model_uri_schemes_accepted(uri: str) -> None:
 def test_model_uri_schemes_rejected(uri: str) -> None:
     with pytest.raises(ValueError, match="uri"):
         parse_spec(make_md(model={"name": "m", "version": "1", "uri": uri, "sha256": SHA}))
+
+
+def drift_md(reference: str, model_uri: str = "pvc://model-store/iris/1.joblib") -> dict[str, Any]:
+    return make_md(model={"name": "iris", "version": "1", "uri": model_uri, "sha256": SHA},
+                   monitoring={"drift": {"reference": {"uri": reference, "sha256": SHA}}})
+
+
+def test_a_reference_profile_on_a_claim_is_mounted_read_only() -> None:
+    dep = build_deployment(drift_md("pvc://profiles/iris/1.json"))
+    assert volumes_of(dep)["reference-pvc"] == {
+        "name": "reference-pvc", "persistentVolumeClaim": {"claimName": "profiles", "readOnly": True}}
+    assert mounts_of(dep)["reference-pvc"] == {
+        "name": "reference-pvc", "mountPath": f"{c.PVC_ROOT}/profiles", "readOnly": True}
+    assert env_of(dep)[c.ENV_DRIFT_REFERENCE_URI] == "pvc://profiles/iris/1.json"
+    same = build_deployment(drift_md("pvc://model-store/iris/1.profile.json"))
+    assert "reference-pvc" not in volumes_of(same), "the model's claim is mounted once and serves both"
+    assert [m["mountPath"] for m in mounts_of(same).values()].count(f"{c.PVC_ROOT}/model-store") == 1
+
+
+@pytest.mark.parametrize("uri", ["s3://profiles/iris/1.json", "gs://profiles/iris.json", "pvc://p/iris.json",
+                                 "https://p.example/iris.json", "/profiles/iris.json"])
+def test_reference_uri_schemes_are_the_models(uri: str) -> None:
+    drift = parse_spec(drift_md(uri, model_uri="https://m.example/iris.joblib")).monitoring.drift
+    assert drift is not None and drift.reference.uri == uri
+
+
+@pytest.mark.parametrize("uri", ["s3://profiles", "ftp://x/y", "relative/p.json", "pvc://Profiles/x"])
+def test_reference_uri_schemes_rejected(uri: str) -> None:
+    with pytest.raises(ValueError, match="uri"):
+        parse_spec(drift_md(uri))

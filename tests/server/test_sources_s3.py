@@ -31,6 +31,7 @@ from moto.server import ThreadedMotoServer
 from tests.fixtures.models import SavedModel
 
 from .conftest import serve_http, wait_ready
+from .drift_support import save_iris_profile
 
 BUCKET = "models"
 KEY = "iris/1.0.0/model.joblib"
@@ -249,6 +250,33 @@ def test_failed_load_is_explained_on_ready_and_the_server_stays_up(
         assert httpx.get(f"{url}/health").status_code == 200
         predict = httpx.post(f"{url}/predict", json={"features": iris_model.rows[0].tolist()})
         assert predict.status_code == 503 and predict.json()["reason"] == reason
+
+
+def test_the_drift_reference_profile_comes_from_the_same_store(
+    s3: S3Store, iris_model: SavedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """spec.monitoring.drift.reference may be s3://: fetched with the model's endpoint and keys, digest checked."""
+    profile = save_iris_profile(iris_model, tmp_path)
+    httpx.post(f"{s3.endpoint}/moto-api/reset-auth", content=b"inf").raise_for_status()  # upload as the fixture did
+    try:
+        boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1", aws_access_key_id="admin",
+                     aws_secret_access_key="admin").put_object(
+            Bucket=BUCKET, Key="iris/1.0.0/profile.json", Body=profile.path.read_bytes())
+    finally:
+        httpx.post(f"{s3.endpoint}/moto-api/reset-auth", content=b"0").raise_for_status()
+    use_keys(monkeypatch, s3.reader)
+    for sha, status in ((profile.sha256, 200), ("0" * 64, 503)):
+        settings = s3_settings(s3, iris_model.sha256, cache_dir=str(tmp_path / sha[:4]),
+                               drift_reference_uri=s3.uri("iris/1.0.0/profile.json"), drift_reference_sha256=sha)
+        with serve_http(create_app(settings)) as url:
+            wait_ready(url)
+            r = httpx.get(f"{url}/drift/state", timeout=5)
+            assert r.status_code == status, r.text
+            if status == 200:
+                assert r.json()["profileDigest"] == profile.profile.digest()
+            else:
+                assert "refusing to load it" in r.json()["error"] and "profile.json" in r.json()["error"]
+            assert httpx.post(f"{url}/predict", json={"features": iris_model.rows[0].tolist()}).status_code == 200
 
 
 # ---- parsing --------------------------------------------------------------------------------------------
