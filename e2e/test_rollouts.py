@@ -216,7 +216,8 @@ def test_blue_green_preview_first_then_switch_and_instant_rollback(
     assert time.monotonic() - t0 < 15
     same = {p["metadata"]["name"] for p in kubectl_json(cluster, *stable_pods)["items"]}
     assert same == old_pods  # no pod had to start
-    assert "RolledBack" in events(cluster, "bg")
+    # the Event is posted after the children are applied, so it may trail the selector by a moment
+    wait_for(lambda: "RolledBack" in events(cluster, "bg"), 15, "the RolledBack event", interval=0.2)
 
 
 GATEWAY_API_VERSION = "v1.4.1"
