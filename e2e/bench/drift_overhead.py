@@ -154,22 +154,10 @@ def pair(name: str, info: dict[str, Any]) -> Iterator[dict[bool, bench.Running]]
 
 
 def wrk(url: str, bodies: Path, concurrency: int, duration_s: int) -> dict[str, Any]:
-    threads = 1 if concurrency == 1 else 2
-    cmd = [
-        "wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration_s}s", "--timeout", "10s", "--latency",
-        "-s", str(HERE / "post_many.lua"), url,
-    ]  # fmt: skip
-    proc = subprocess.run(
-        cmd, env={**os.environ, "BENCH_BODIES": str(bodies)}, capture_output=True, text=True,
-        timeout=duration_s + 60, check=False,
-    )  # fmt: skip
-    for line in proc.stdout.splitlines():
-        if line.startswith("BENCH "):
-            data: dict[str, Any] = json.loads(line[len("BENCH ") :])
-            if data["non2xx"] or data["connect"] or data["read"] or data["timeout"]:
-                raise RuntimeError(f"errors under load: {data}")
-            return data
-    raise RuntimeError(f"wrk printed no result (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    data = bench.wrk(url, bodies, concurrency, duration_s, many=True)
+    if data["non2xx"] or data["connect"] or data["read"] or data["timeout"]:
+        raise RuntimeError(f"errors under load: {data}")
+    return data
 
 
 def get_json(run: bench.Running, path: str) -> dict[str, Any]:

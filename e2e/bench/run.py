@@ -420,14 +420,15 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return rss / 1024.0, pss / 1024.0
 
 
-def wrk(url: str, body: Path, concurrency: int, duration_s: int) -> dict[str, Any]:
+def wrk(url: str, body: Path, concurrency: int, duration_s: int, *, many: bool = False) -> dict[str, Any]:
+    """One wrk load: `body` is one JSON body, or with `many` a file of bodies (one per line) drawn at random."""
     threads = 1 if concurrency == 1 else 2
     cmd = [
         "wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration_s}s", "--timeout", "10s", "--latency",
         "-s", str(HERE / "post.lua"), url,
     ]  # fmt: skip
     proc = subprocess.run(
-        cmd, env={**os.environ, "BENCH_BODY": str(body)}, capture_output=True, text=True,
+        cmd, env={**os.environ, "BENCH_BODIES" if many else "BENCH_BODY": str(body)}, capture_output=True, text=True,
         timeout=duration_s + 60, check=False,
     )  # fmt: skip
     for line in proc.stdout.splitlines():
