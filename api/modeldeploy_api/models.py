@@ -20,8 +20,8 @@ FreeObject = Annotated[dict[str, Any], Field(json_schema_extra=PRESERVE_UNKNOWN)
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"  # names of Secrets, ConfigMaps, claims
 VERSION_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"  # also a label value: no "+"
-URI_PATTERN = r"^((file|https?)://.+|/.+)$"  # what the server can fetch without spec.storage
-# A model can also come from an object store (credentials in spec.storage) or a PersistentVolumeClaim.
+# Where a model, a drift reference or a test set can be: a path, http(s), an object store (credentials in
+# spec.storage) or a PersistentVolumeClaim.
 S3_URI = r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+"
 GS_URI = r"gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]/.+"
 PVC_URI = r"pvc://[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/.+"
@@ -388,8 +388,9 @@ class MonitoringSpec(ApiModel):
 class ValidationSpec(ApiModel):
     """A test set the new version must score on before it gets any traffic (run as a Job)."""
 
-    data_uri: str = Field(min_length=1, max_length=2048, pattern=URI_PATTERN,
-                          description="Labelled test set (CSV with a header row): path or URI.")
+    data_uri: str = Field(min_length=1, max_length=2048, pattern=MODEL_URI_PATTERN,
+                          description="Labelled test set (CSV with a header row): any location a model can have "
+                          "(spec.storage applies).")
     data_sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
     target: str = Field(min_length=1, max_length=253, description="Name of the label column.")
     metric: Literal["accuracy", "f1", "roc_auc", "rmse", "mae"]

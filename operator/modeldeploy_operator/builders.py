@@ -189,6 +189,18 @@ def pvc_claim(uri: str) -> str | None:
     return uri.removeprefix("pvc://").split("/", 1)[0]
 
 
+def add_claims(volumes: list[Body], mounts: list[Body], *named_uris: tuple[str, str | None]) -> None:
+    """Mount the claim of each pvc:// URI read-only at PVC_ROOT/CLAIM, under the given volume name, once per claim."""
+    mounted = {m["mountPath"] for m in mounts}
+    for name, uri in named_uris:
+        claim = pvc_claim(uri) if uri else None
+        if claim is None or f"{c.PVC_ROOT}/{claim}" in mounted:
+            continue
+        volumes.append({"name": name, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        mounts.append({"name": name, "mountPath": f"{c.PVC_ROOT}/{claim}", "readOnly": True})
+        mounted.add(f"{c.PVC_ROOT}/{claim}")
+
+
 def _extra_volumes(spec: ModelDeploymentSpec) -> tuple[list[Body], list[Body]]:
     """(volumes, mounts) for the model's and the reference's claims, the store's CA bundle and key file, the auth keys.
 
@@ -197,16 +209,9 @@ def _extra_volumes(spec: ModelDeploymentSpec) -> tuple[list[Body], list[Body]]:
     """
     volumes: list[Body] = []
     mounts: list[Body] = []
-    claim = pvc_claim(spec.model.uri)
-    if claim is not None:
-        volumes.append({"name": "model-pvc", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
-        mounts.append({"name": "model-pvc", "mountPath": f"{c.PVC_ROOT}/{claim}", "readOnly": True})
     drift = spec.monitoring.drift
-    reference_claim = pvc_claim(drift.reference.uri) if drift is not None else None
-    if reference_claim is not None and reference_claim != claim:  # a claim of its own; the model's is shared
-        volumes.append({"name": "reference-pvc",
-                        "persistentVolumeClaim": {"claimName": reference_claim, "readOnly": True}})
-        mounts.append({"name": "reference-pvc", "mountPath": f"{c.PVC_ROOT}/{reference_claim}", "readOnly": True})
+    add_claims(volumes, mounts, ("model-pvc", spec.model.uri),
+               ("reference-pvc", drift.reference.uri if drift is not None else None))
     s3 = spec.storage.s3 if spec.storage else None
     if s3 is not None and s3.ca_bundle_ref is not None:
         ref = s3.ca_bundle_ref

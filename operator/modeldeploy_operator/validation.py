@@ -18,6 +18,7 @@ from .builders import (
     POD_SECURITY_CONTEXT,
     Body,
     _resources,
+    add_claims,
     owner_reference,
     store_access,
 )
@@ -71,6 +72,7 @@ def build_job(md: Body, spec: ModelDeploymentSpec, model: ModelSpec) -> Body:
         args += ["--data-sha256", v.data_sha256]
     name = md["metadata"]["name"]
     store_env, store_volumes, store_mounts = store_access(spec)  # s3://, gs://, pvc:// models
+    add_claims(store_volumes, store_mounts, ("data-pvc", v.data_uri))  # the test set may be on a claim of its own
     env = store_env + [{"name": e.name, **({"value": e.value} if e.value is not None else {}),
                         **({"valueFrom": e.value_from} if e.value_from is not None else {})} for e in spec.server.env]
     # Not the server pods' labels: a Service selecting the model's pods must never pick the Job's pod.

@@ -123,7 +123,8 @@ def validate(args: argparse.Namespace) -> Result:
     store = StoreConfig.from_settings(ServerSettings())
     model_file = fetch(args.model, expected_sha256=args.sha256, cache_dir=args.cache_dir, timeout_s=300, log=adapter,
                        store=store)
-    data_file = fetch(args.data, expected_sha256=args.data_sha256, cache_dir=args.cache_dir, timeout_s=300, log=adapter)
+    data_file = fetch(args.data, expected_sha256=args.data_sha256, cache_dir=args.cache_dir, timeout_s=300, log=adapter,
+                      store=store)
     predictor = load(fmt, model_file.path, trusted_types=[], threads=1)
     x, truth = read_csv(data_file.path, args.target)
     value = score(args.metric, predictor, x, truth)

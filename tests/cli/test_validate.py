@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,17 @@ def test_wrong_direction_is_an_error(iris: dict[str, str]) -> None:
     code, out = run("--model", iris["good"], "--sha256", iris["good_sha"], "--data", iris["data"],
                     "--target", "species", "--metric", "accuracy", "--max", "0.9")
     assert code == 2 and "use --min" in str(out["error"])
+
+
+def test_the_test_set_is_read_from_a_claim_like_the_model(iris: dict[str, str], tmp_path: Path) -> None:
+    """pvc:// data resolves under the same mount root (MODELDEPLOY_PVC_ROOT) as a pvc:// model."""
+    (tmp_path / "datasets" / "iris").mkdir(parents=True)
+    (tmp_path / "datasets" / "iris" / "test.csv").write_bytes(Path(iris["data"]).read_bytes())
+    env = {**os.environ, "MODELDEPLOY_PVC_ROOT": str(tmp_path)}
+    proc = subprocess.run(
+        [MODELDEPLOY, "validate", "--model", iris["good"], "--sha256", iris["good_sha"], "--data",
+         "pvc://datasets/iris/test.csv", "--target", "species", "--metric", "accuracy", "--min", "0.9"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["passed"] is True

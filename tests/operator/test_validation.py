@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from modeldeploy_api import constants as c
 from modeldeploy_operator.builders import parse_spec
 from modeldeploy_operator.reconcile import gated_spec, hold_gate
 from modeldeploy_operator.rollout import TrackState, plan
@@ -127,3 +128,21 @@ def test_the_job_reaches_the_model_store_but_gets_no_api_keys() -> None:
     assert env["MODELDEPLOY_S3_ENDPOINT"]["value"] == "http://127.0.0.1:9000"
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "store"
     assert "auth" not in {v["name"] for v in pod["volumes"]}
+
+
+def test_a_test_set_on_a_claim_of_its_own_is_mounted_read_only_once() -> None:
+    md = md_with()
+    md["spec"]["model"]["uri"] = "pvc://models/iris-2.0.0.joblib"
+    md["spec"]["validation"] = {**VALIDATION, "dataUri": "pvc://datasets/iris/test.csv"}
+    spec = parse_spec(md)
+    pod = build_job(md, spec, spec.model)["spec"]["template"]["spec"]
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
+              for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {"model-pvc": "models", "data-pvc": "datasets"}
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["data-pvc"] == {"name": "data-pvc", "mountPath": f"{c.PVC_ROOT}/datasets", "readOnly": True}
+    assert "--data" in (args := pod["containers"][0]["command"]) and args[args.index("--data") + 1].startswith("pvc://")
+    md["spec"]["validation"]["dataUri"] = "pvc://models/iris/test.csv"  # on the model's claim: mounted once
+    spec = parse_spec(md)
+    pod = build_job(md, spec, spec.model)["spec"]["template"]["spec"]
+    assert [v["name"] for v in pod["volumes"] if "persistentVolumeClaim" in v] == ["model-pvc"]
