@@ -221,9 +221,7 @@ class DriftMonitor:
                 while pending and self._big_rows - _rows_if_big(pending[0][0]) >= self._span:
                     old, _ = pending.popleft()
                     self._let_go += old.shape[0]
-                    if old.size >= BIG_CALL_VALUES:
-                        self._big_rows -= old.shape[0]
-                        self._big_values -= old.size
+                    self._untally(old)
                 full = self._big_values >= PENDING_VALUES
         if full:
             self.fold()
@@ -241,8 +239,8 @@ class DriftMonitor:
             pending = self._pending
             with self._big_lock:
                 calls = [pending.popleft() for _ in range(len(pending))]  # appends meanwhile wait for the next fold
-                self._big_values -= sum(r.size for r, _ in calls if r.size >= BIG_CALL_VALUES)
-                self._big_rows -= sum(r.shape[0] for r, _ in calls if r.size >= BIG_CALL_VALUES)
+                for r, _ in calls:
+                    self._untally(r)
                 let_go, self._let_go = self._let_go, 0
             if not calls:
                 return
@@ -267,6 +265,12 @@ class DriftMonitor:
                 state.observe(rows[cut:], labels[cut:] if labels is not None else None, skipped=skipped)
             except (ValueError, TypeError) as exc:
                 self._not_counted(str(exc))
+
+    def _untally(self, rows: np.ndarray[Any, Any]) -> None:
+        """Take a call that leaves the queue out of the big-call tallies (under `_big_lock`)."""
+        if rows.size >= BIG_CALL_VALUES:
+            self._big_rows -= rows.shape[0]
+            self._big_values -= rows.size
 
     def _not_counted(self, why: str) -> None:
         self._observe_errors += 1
